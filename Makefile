@@ -1,0 +1,58 @@
+# orch: make test | demo | install | uninstall | lint | man | clean
+PREFIX ?= /usr/local
+DESTDIR ?=
+PYTHON ?= python3
+VENV = .venv
+VPY = $(VENV)/bin/python
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+LIBDIR = $(DESTDIR)$(PREFIX)/lib/orch
+SHAREDIR = $(DESTDIR)$(PREFIX)/share/orch
+MANDIR = $(DESTDIR)$(PREFIX)/share/man
+TOOLS = orch-sched
+SCRIPTS = $(TOOLS) schedule_with_note.sh
+
+.PHONY: test demo install uninstall lint man clean venv
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test,lint]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(VPY) -m pytest -q
+
+demo: $(VENV)/.installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sh contrib/demo.sh
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check lib tests bench bin/orch-*
+	for page in man/*.[0-9]; do groff -mandoc -ww -z "$$page" || exit 1; done
+	$(VENV)/bin/shellcheck bin/schedule_with_note.sh hooks/* contrib/*.sh
+
+# The installed launchers find the package in $(PREFIX)/lib/orch and its
+# runtime dependencies in $(PREFIX)/lib/orch/vendor (pip --target), so the
+# tools run with the system python3 and need nothing else installed.
+install:
+	install -d $(BINDIR) $(LIBDIR)/orch $(SHAREDIR)/hooks $(MANDIR)/man1 $(MANDIR)/man7
+	install -m 644 lib/orch/*.py $(LIBDIR)/orch/
+	$(PYTHON) -m pip install -q --no-compile --target $(LIBDIR)/vendor docopt-ng tabulate filelock
+	for s in $(SCRIPTS); do install -m 755 bin/$$s $(BINDIR)/; done
+	for h in hooks/*; do [ -f "$$h" ] && install -m 755 "$$h" $(SHAREDIR)/hooks/ || true; done
+	for page in man/*.1; do install -m 644 "$$page" $(MANDIR)/man1/; done
+	for page in man/*.7; do [ -f "$$page" ] && install -m 644 "$$page" $(MANDIR)/man7/ || true; done
+
+uninstall:
+	for s in $(SCRIPTS); do rm -f $(BINDIR)/$$s; done
+	rm -rf $(LIBDIR) $(SHAREDIR)
+	for page in man/*.1; do rm -f $(MANDIR)/man1/$${page#man/}; done
+	for page in man/*.7; do rm -f $(MANDIR)/man7/$${page#man/}; done
+
+man:
+	for page in man/*.[0-9]; do groff -mandoc -Tutf8 "$$page" | less -R; done
+
+clean:
+	rm -rf $(VENV) build dist lib/*.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,240 @@
+"""orch-sched: persistent check-ins typed into tmux windows.
+
+Usage:
+  orch-sched add [--in=DUR | --at=TIME] [--every=DUR] [--key=KEY] [--account=NAME]
+                 [--catch-up=POLICY] [--grace=DUR] [--retries=N] TARGET NOTE...
+  orch-sched list [--all | --status=S] [--json | --porcelain]
+  orch-sched show ID [--json]
+  orch-sched cancel ID...
+  orch-sched run [--dry-run]
+  orch-sched daemon [--detach]
+  orch-sched status [--json]
+  orch-sched log [ID] [--limit=N] [--json | --porcelain]
+  orch-sched prune [--older=DUR]
+  orch-sched -h | --help
+  orch-sched --version
+
+Options:
+  --in=DUR           Due DUR from now: 90s, 30m, 1h30m, 2d; a bare number is minutes.
+  --at=TIME          Due at HH:MM[:SS] (the next such local time) or an ISO 8601 instant.
+  --every=DUR        Repeat every DUR, anchored to the first due time.
+  --key=KEY          Update the live task with this key instead of adding another.
+  --account=NAME     The agent account the task belongs to (else $ORCH_ACCOUNT, else default).
+  --catch-up=POLICY  A late occurrence: once (deliver it, marked late) or skip [default: once].
+  --grace=DUR        How late still counts as on time [default: 10m].
+  --retries=N        Retries after a failed first attempt [default: 5].
+  --all              List tasks in every status.
+  --status=S         List tasks in status S only.
+  --json             Print JSON.
+  --porcelain        Print tab-separated records (columns in orch-sched(1)).
+  --dry-run          Print what a pass would do and do nothing.
+  --detach           Start the daemon in the background if none runs; print its pid.
+  --limit=N          Show the last N attempts [default: 50].
+  --older=DUR        Prune finished tasks and log rows older than DUR [default: 30d].
+  -h --help          Show this help.
+  --version          Show the version.
+"""
+
+import os
+import sys
+
+from . import __version__, cli, clock, store, tasks
+from .errors import DATAERR, NO, OrchError
+
+PROG = "orch-sched"
+
+
+def main(argv):
+    args = cli.parse(__doc__, argv, f"{PROG} {__version__}", free={"add": 1})
+    for verb in ("add", "list", "show", "cancel", "run", "daemon", "status", "log", "prune"):
+        if args[verb]:
+            return globals()[f"cmd_{verb}"](args)
+    return 0
+
+
+def _int(text, what, low=0):
+    try:
+        value = int(text)
+    except ValueError:
+        raise OrchError(f"bad {what}: {text!r} (want an integer)", DATAERR) from None
+    if value < low:
+        raise OrchError(f"bad {what}: {text!r} (want at least {low})", DATAERR)
+    return value
+
+
+def read_note(words):
+    if words == ["-"]:
+        data = sys.stdin.buffer.read() if sys.stdin else b""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise OrchError("the note on stdin is not valid UTF-8", DATAERR) from None
+        return text.rstrip("\n")
+    return " ".join(words)
+
+
+def cmd_add(args):
+    from . import tmux
+    target = tmux.check_target(args["TARGET"])
+    note = tasks.check_note(read_note(args["FREE"]))
+    now = clock.now()
+    if args["--at"]:
+        due = clock.parse_time(args["--at"], now, "--at time")
+    else:
+        due = now + clock.parse_duration(args["--in"] or "0", "--in duration")
+    every = clock.parse_duration(args["--every"], "--every duration") if args["--every"] else None
+    account = args["--account"] or os.environ.get("ORCH_ACCOUNT") or "default"
+    conn = store.connect()
+    task_id = tasks.add(conn, target, tmux.server_from_env(), note, due, every_s=every,
+                        key=args["--key"], account=account, catch_up=args["--catch-up"],
+                        grace_s=clock.parse_duration(args["--grace"], "--grace duration"),
+                        retries=_int(args["--retries"], "--retries count"))
+    print(task_id)
+    return 0
+
+
+def _statuses(args):
+    if args["--all"]:
+        return tasks.STATUSES
+    if args["--status"]:
+        if args["--status"] not in tasks.STATUSES:
+            raise OrchError(f"bad status: {args['--status']!r} (want one of "
+                            f"{', '.join(tasks.STATUSES)})", DATAERR)
+        return (args["--status"],)
+    return tasks.LIVE
+
+
+def cmd_list(args):
+    rows = tasks.listing(store.connect(), _statuses(args))
+    if args["--json"]:
+        cli.print_json([tasks.as_json(r) for r in rows])
+    elif args["--porcelain"]:
+        cli.print_porcelain((r["id"], r["status"], clock.iso(r["due"]), r["target"],
+                             r["every_s"] and int(r["every_s"]), r["attempts"], r["account"],
+                             r["key"], r["note"]) for r in rows)
+    else:
+        now = clock.now()
+        cli.print_table([(r["id"], cli.truncate(r["target"], 16),
+                          f"{clock.local(r['due'], with_date=False)} "
+                          f"({clock.relative(r['due'], now)})",
+                          clock.fmt_duration(r["every_s"]) if r["every_s"] else "",
+                          r["status"], r["attempts"], cli.truncate(r["note"], 24))
+                         for r in rows],
+                        ["ID", "TARGET", "DUE", "EVERY", "STATUS", "TRIES", "NOTE"])
+    return 0
+
+
+def _task_or_fail(conn, text):
+    task = tasks.get(conn, _int(text, "task id", 1))
+    if task is None:
+        raise OrchError(f"no task {text}", NO)
+    return task
+
+
+def cmd_show(args):
+    conn = store.connect()
+    task = _task_or_fail(conn, args["ID"][0])
+    history = tasks.attempts(conn, task["id"], limit=20)
+    if args["--json"]:
+        obj = tasks.as_json(task)
+        obj["log"] = [_attempt_json(a) for a in history]
+        cli.print_json(obj)
+        return 0
+    obj = tasks.as_json(task)
+    note = obj.pop("note")
+    for key, value in obj.items():
+        print(f"{key}: {'' if value is None else value}")
+    print("note:")
+    print(note)
+    if history:
+        print("log:")
+        for a in history:
+            print(f"  {clock.local(a['at'])}  {a['outcome']}  {a['detail'] or ''}".rstrip())
+    return 0
+
+
+def cmd_cancel(args):
+    ids = [_int(text, "task id", 1) for text in args["ID"]]
+    refused = tasks.cancel(store.connect(), ids)
+    for task_id in refused:
+        print(f"{PROG}: error: task {task_id} is unknown or already finished", file=sys.stderr)
+    return NO if refused else 0
+
+
+def cmd_run(args):
+    from . import deliver
+    if args["--dry-run"]:
+        for task, action in deliver.dry_run():
+            print(f"{action}\t{task['id']}\t{task['target']}\t{clock.iso(task['due'])}")
+        return 0
+    deliver.run_pass()
+    return 0
+
+
+def cmd_daemon(args):
+    from . import deliver
+    from .daemon import Daemon
+    store.connect().close()  # fail here, in the foreground, if the store is unusable
+    deliver.enter_delay()
+    daemon = Daemon(deliver.DAEMON_LOCK, wake_fifo=tasks.wake_path())
+    if args["--detach"]:
+        print(daemon.detach(deliver.daemon_loop, "orch-sched.log"))
+        return 0
+    daemon.serve(deliver.daemon_loop)
+    return 0
+
+
+def cmd_status(args):
+    from . import locks
+    from .deliver import DAEMON_LOCK
+    conn = store.connect()
+    holder = locks.read_holder(DAEMON_LOCK)
+    last = store.get_meta(conn, "daemon.last_pass")
+    pending = conn.execute("SELECT COUNT(*) FROM tasks WHERE status IN ('pending', 'running')"
+                           ).fetchone()[0]
+    late = tasks.overdue(conn)
+    healthy = not late and (holder is not None or pending == 0)
+    if args["--json"]:
+        cli.print_json({"daemon": holder is not None, "pid": holder and holder["pid"],
+                        "last_pass": clock.iso(float(last)) if last else None,
+                        "pending": pending, "overdue": len(late), "healthy": healthy})
+    else:
+        print(f"daemon: {'running, pid %d' % holder['pid'] if holder else 'not running'}")
+        print(f"last pass: {clock.local(float(last)) if last else 'never'}")
+        print(f"pending: {pending}")
+        print(f"overdue: {len(late)}" + (f" ({', '.join(str(t['id']) for t in late)})"
+                                         if late else ""))
+    return 0 if healthy else NO
+
+
+def _attempt_json(a):
+    return {"at": clock.iso(a["at"]), "task": a["task_id"], "due": clock.iso(a["due"]),
+            "target": a["target"], "pane": a["pane"], "outcome": a["outcome"],
+            "detail": a["detail"]}
+
+
+def cmd_log(args):
+    conn = store.connect()
+    task_id = _task_or_fail(conn, args["ID"][0])["id"] if args["ID"] else None
+    rows = tasks.attempts(conn, task_id, _int(args["--limit"], "--limit count", 1))
+    if args["--json"]:
+        cli.print_json([_attempt_json(a) for a in rows])
+    elif args["--porcelain"]:
+        cli.print_porcelain((clock.iso(a["at"]), a["task_id"], a["target"], a["pane"],
+                             a["outcome"], a["detail"]) for a in rows)
+    else:
+        cli.print_table([(clock.local(a["at"]), a["task_id"], cli.truncate(a["target"], 16),
+                          a["outcome"], cli.truncate(a["detail"], 30)) for a in rows],
+                        ["AT", "TASK", "TARGET", "OUTCOME", "DETAIL"])
+    return 0
+
+
+def cmd_prune(args):
+    age = clock.parse_duration(args["--older"], "--older duration")
+    gone, rows = tasks.prune(store.connect(), age)
+    print(f"pruned {gone} tasks and {rows} log rows", file=sys.stderr)
+    return 0
+
+
+def run():
+    cli.launch(PROG, main)

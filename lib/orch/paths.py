@@ -1,0 +1,85 @@
+"""Where orch keeps its state, and how files in it are created.
+
+Rules: every path is absolute and derived from the environment alone, never
+from the working directory.  The state directory is created 0700 and files in
+it 0600.  A symlink is never followed where orch creates or opens its own
+files (O_NOFOLLOW), so a planted link cannot redirect a write.
+"""
+
+import os
+
+from .errors import CANTCREAT, IOERR, OrchError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def state_dir(create=True):
+    """The state directory: $ORCH_HOME, else $XDG_STATE_HOME/orch, else ~/.local/state/orch."""
+    home = os.environ.get("ORCH_HOME")
+    if not home:
+        base = os.environ.get("XDG_STATE_HOME")
+        if not base or not os.path.isabs(base):
+            user_home = os.environ.get("HOME") or os.path.expanduser("~")
+            base = os.path.join(user_home, ".local", "state")
+        home = os.path.join(base, "orch")
+    home = os.path.abspath(home)
+    if create:
+        make_dir(home)
+    return home
+
+
+def make_dir(path):
+    """Create PATH (and parents) 0700 if missing; fail clearly if it is not a usable directory."""
+    try:
+        os.makedirs(path, mode=DIR_MODE, exist_ok=True)
+    except FileExistsError:
+        raise OrchError(f"{path} exists and is not a directory", CANTCREAT) from None
+    except OSError as e:
+        raise OrchError(f"cannot create {path}: {e.strerror}", CANTCREAT) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise OrchError(f"{path} is not writable", CANTCREAT)
+    return path
+
+
+def sub(*parts, create_dir=False):
+    """A path inside the state directory; with create_dir, make it as a directory."""
+    path = os.path.join(state_dir(), *parts)
+    if create_dir:
+        make_dir(path)
+    return path
+
+
+def open_private(path, flags=os.O_RDWR | os.O_CREAT):
+    """Open (creating 0600) a file of ours, refusing to follow a symlink."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError as e:
+        if e.errno == 40:  # ELOOP: the last component is a symlink
+            raise OrchError(f"{path} is a symbolic link; refusing to follow it", CANTCREAT) from None
+        raise OrchError(f"cannot open {path}: {e.strerror}", CANTCREAT) from None
+
+
+def write_atomic(path, data):
+    """Replace PATH with DATA (bytes or str) so a reader sees the old or the new file, never half."""
+    if isinstance(data, str):
+        data = data.encode()
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     FILE_MODE)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OrchError(f"cannot write {path}: {e.strerror}", IOERR) from None

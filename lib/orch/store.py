@@ -1,0 +1,176 @@
+"""The SQLite store: one database, orch.db, in the state directory.
+
+Rules (why each pragma):
+- journal_mode=WAL: readers never block the writer, so `list` and `orch-dash`
+  run while a pass delivers.
+- synchronous=FULL: a task that `add` reported is on disk even after a power
+  loss, not only after a crash of the process.
+- busy_timeout: concurrent writers wait their turn instead of failing at once;
+  past it the caller gets exit 75 (try again).
+- foreign_keys=ON: attempts cannot outlive their task.
+- Connections are in autocommit mode; every write is an explicit transaction
+  (tx()), BEGIN IMMEDIATE so the write lock is taken before anything is read.
+- Schema changes are numbered migrations applied at open inside BEGIN
+  IMMEDIATE, re-checking PRAGMA user_version once the lock is held, so many
+  processes opening a new store at once is safe.  A database that cannot be
+  read is reported and never recreated over the user's data.
+"""
+
+import contextlib
+import os
+import sqlite3
+
+from . import paths
+from .errors import IOERR, TEMPFAIL, OrchError
+
+DB_NAME = "orch.db"
+BUSY_TIMEOUT = 5.0
+
+# Numbered migrations; index i holds the SQL taking user_version i to i+1.
+# Never edit a migration that has shipped: append a new one.
+MIGRATIONS = [
+    # 1: check-ins and their delivery log
+    """
+    CREATE TABLE tasks (
+        id          INTEGER PRIMARY KEY,
+        target      TEXT NOT NULL,
+        server      TEXT NOT NULL,
+        note        TEXT NOT NULL,
+        due         REAL NOT NULL,
+        every_s     REAL,
+        key         TEXT,
+        account     TEXT NOT NULL DEFAULT 'default',
+        status      TEXT NOT NULL DEFAULT 'pending',
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        not_before  REAL NOT NULL,
+        lease_until REAL,
+        reason      TEXT,
+        created     REAL NOT NULL,
+        updated     REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX tasks_live_key ON tasks(key)
+        WHERE key IS NOT NULL AND status IN ('pending', 'running');
+    CREATE INDEX tasks_status_next ON tasks(status, not_before);
+    CREATE TABLE attempts (
+        id       INTEGER PRIMARY KEY,
+        task_id  INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+        at       REAL NOT NULL,
+        due      REAL NOT NULL,
+        target   TEXT NOT NULL,
+        pane     TEXT,
+        outcome  TEXT NOT NULL,
+        detail   TEXT
+    );
+    CREATE INDEX attempts_task ON attempts(task_id, at);
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT
+    );
+    """,
+    # 2: reliability: per-task catch-up policy and retry cap; whether the
+    # current occurrence was already picked up by a pass (then never skipped)
+    """
+    ALTER TABLE tasks ADD COLUMN catch_up TEXT NOT NULL DEFAULT 'once';
+    ALTER TABLE tasks ADD COLUMN grace_s REAL NOT NULL DEFAULT 600;
+    ALTER TABLE tasks ADD COLUMN retries INTEGER NOT NULL DEFAULT 5;
+    ALTER TABLE tasks ADD COLUMN picked INTEGER NOT NULL DEFAULT 0;
+    UPDATE tasks SET picked = 1 WHERE attempts > 0;
+    CREATE INDEX attempts_at ON attempts(at);
+    """,
+]
+
+
+def db_path():
+    return os.path.join(paths.state_dir(), DB_NAME)
+
+
+def connect(path=None, migrate=True):
+    """Open the store (creating and migrating it as needed) and return the connection."""
+    path = path or db_path()
+    if os.path.islink(path):
+        raise OrchError(f"{path} is a symbolic link; refusing to open it", IOERR)
+    fresh = not os.path.exists(path)
+    if fresh:
+        # Create the file ourselves so it is 0600 from the first byte.
+        os.close(paths.open_private(path, os.O_RDWR | os.O_CREAT))
+    try:
+        conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=FULL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != len(MIGRATIONS) and migrate:
+            _migrate(conn)
+        elif version > len(MIGRATIONS):
+            raise OrchError(f"{path} was written by a newer orch (schema {version}); "
+                            "upgrade orch to use it", IOERR)
+    except sqlite3.Error as e:
+        raise translate(e, path) from None
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _migrate(conn):
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA journal_mode=WAL")
+    with tx(conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise OrchError(f"the database was written by a newer orch (schema {version})", IOERR)
+        for number in range(version, len(MIGRATIONS)):
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
+        # PRAGMA cannot take parameters; the value is our own integer.
+        conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+
+
+def _statements(script):
+    # executescript() would COMMIT our transaction; split on ';' instead
+    # (the migrations contain no ';' inside literals).
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+@contextlib.contextmanager
+def tx(conn):
+    """BEGIN IMMEDIATE ... COMMIT, rolling back on any exception."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as e:
+        raise translate(e) from None
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as e:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise translate(e) from None
+
+
+def translate(e, path=None):
+    """An sqlite3 error -> an OrchError with the documented exit status."""
+    where = path or "the database"
+    text = str(e)
+    if isinstance(e, sqlite3.OperationalError) and ("locked" in text or "busy" in text):
+        return OrchError(f"{where} is busy (locked by another process); try again", TEMPFAIL)
+    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+        return OrchError(f"{where} cannot be read ({text}); it was left untouched", IOERR)
+    return OrchError(f"{where}: {text}", IOERR)
+
+
+def get_meta(conn, key, default=None):
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return default if row is None else row[0]
+
+
+def set_meta(conn, key, value):
+    """Set one meta value in its own short transaction (or the caller's, if one is open)."""
+    sql = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+    if conn.in_transaction:
+        conn.execute(sql, (key, str(value)))
+    else:
+        with tx(conn):
+            conn.execute(sql, (key, str(value)))

@@ -1,0 +1,319 @@
+"""The check-in model: add, claim, finish, list (used by orch-sched, orch-sync, orch-dash).
+
+Rules:
+- status says what state a task is in: pending (waiting for not_before),
+  running (claimed by one runner until lease_until), done, failed (gave up,
+  reason says why), cancelled, missed (skipped by its catch-up policy).
+  No state is encoded in a due time or a count.
+- due is the occurrence the schedule asks for; not_before is when the next
+  attempt may start (due, or later after a failure); a recurring task's next
+  occurrence is due + k * every_s, the first one after now: anchored to the
+  schedule, never to when a delivery happened, and never a burst of past ones.
+- A runner claims one occurrence at a time, in one BEGIN IMMEDIATE
+  transaction, just before typing it, with a lease of LEASE_S seconds.  Every
+  later write for that claim checks status='running' and the same
+  lease_until, so a runner whose lease expired (and was re-claimed) or whose
+  task was cancelled meanwhile changes nothing.
+- Every attempt, whatever its outcome, is a row in attempts.
+"""
+
+import os
+import stat
+
+from . import clock, paths, store
+from .errors import DATAERR, TEMPFAIL, OrchError
+
+LIVE = ("pending", "running")
+FINISHED = ("done", "failed", "cancelled", "missed")
+STATUSES = LIVE + FINISHED
+LEASE_S = 60.0
+RETRY_BASE_S = 30.0
+RETRY_CAP_S = 900.0
+MAX_NOTE = 1 << 20
+WAKE_FIFO = "wake"
+
+COLUMNS = ("id", "target", "server", "note", "due", "every_s", "key", "account", "status",
+           "attempts", "not_before", "lease_until", "reason", "created", "updated",
+           "catch_up", "grace_s", "retries", "picked")
+
+
+def check_note(note):
+    if "\x00" in note:
+        raise OrchError("the note contains a NUL byte", DATAERR)
+    if not note.strip():
+        raise OrchError("the note is empty", DATAERR)
+    if len(note.encode("utf-8", "surrogatepass")) > MAX_NOTE:
+        raise OrchError(f"the note is longer than {MAX_NOTE} bytes", DATAERR)
+    try:
+        note.encode("utf-8")
+    except UnicodeEncodeError:
+        raise OrchError("the note is not valid UTF-8", DATAERR) from None
+    return note
+
+
+def check_label(text, what):
+    """Keys and account names: one line of printable text, bounded."""
+    if not text or len(text) > 200 or any(ord(c) < 32 or c == "\x7f" for c in text):
+        raise OrchError(f"bad {what}: {text!r} (1-200 printable characters)", DATAERR)
+    return text
+
+
+def add(conn, target, server, note, due, every_s=None, key=None, account="default",
+        catch_up="once", grace_s=600.0, retries=5):
+    """Store a check-in (or update the live one with the same KEY); return its id."""
+    check_note(note)
+    if key is not None:
+        check_label(key, "key")
+    check_label(account, "account")
+    if every_s is not None and every_s <= 0:
+        raise OrchError("the repeat interval must be positive", DATAERR)
+    if catch_up not in ("once", "skip"):
+        raise OrchError(f"bad catch-up policy: {catch_up!r} (want once or skip)", DATAERR)
+    now = clock.now()
+    fields = dict(target=target, server=server, note=note, due=due, every_s=every_s,
+                  account=account, catch_up=catch_up, grace_s=grace_s, retries=retries,
+                  not_before=due, updated=now)
+    with store.tx(conn):
+        row = None
+        if key is not None:
+            row = conn.execute("SELECT id, status FROM tasks WHERE key = ? AND status IN "
+                               "('pending', 'running')", (key,)).fetchone()
+        if row is not None:
+            if row["status"] == "running":
+                raise OrchError(f"task {row['id']} with key {key!r} is being delivered right "
+                                "now; try again", TEMPFAIL)
+            sets = ", ".join(f"{k} = :{k}" for k in fields)
+            conn.execute(f"UPDATE tasks SET {sets}, attempts = 0, picked = 0, reason = NULL "
+                         "WHERE id = :id", dict(fields, id=row["id"]))
+            task_id = row["id"]
+        else:
+            names = ", ".join(fields)
+            values = ", ".join(f":{k}" for k in fields)
+            task_id = conn.execute(f"INSERT INTO tasks ({names}, key, created) "
+                                   f"VALUES ({values}, :key, :updated)",
+                                   dict(fields, key=key)).lastrowid
+    wake()
+    return task_id
+
+
+def get(conn, task_id):
+    return conn.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+
+
+def listing(conn, statuses=LIVE):
+    marks = ", ".join("?" * len(statuses))
+    return conn.execute(f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY not_before, id",
+                        statuses).fetchall()
+
+
+def cancel(conn, ids):
+    """Cancel each id; return the ids that were not live (unknown or finished)."""
+    refused = []
+    now = clock.now()
+    with store.tx(conn):
+        for task_id in ids:
+            cur = conn.execute("UPDATE tasks SET status = 'cancelled', lease_until = NULL, "
+                               "updated = ? WHERE id = ? AND status IN ('pending', 'running')",
+                               (now, task_id))
+            if cur.rowcount == 0:
+                refused.append(task_id)
+    return refused
+
+
+def attempts(conn, task_id=None, limit=50):
+    where, params = ("WHERE task_id = ?", (task_id,)) if task_id is not None else ("", ())
+    rows = conn.execute(f"SELECT * FROM attempts {where} ORDER BY at DESC, id DESC LIMIT ?",
+                        (*params, limit)).fetchall()
+    return rows[::-1]
+
+
+def due_targets(conn, now):
+    """The (server, target) pairs with an occurrence that may be claimed now."""
+    return conn.execute(
+        "SELECT DISTINCT server, target FROM tasks WHERE "
+        "(status = 'pending' AND not_before <= :now) OR "
+        "(status = 'running' AND lease_until <= :now) ORDER BY server, target",
+        {"now": now}).fetchall()
+
+
+def next_wakeup(conn):
+    """The earliest time at which something may become claimable, or None."""
+    row = conn.execute(
+        "SELECT MIN(t) FROM (SELECT MIN(not_before) AS t FROM tasks WHERE status = 'pending' "
+        "UNION ALL SELECT MIN(lease_until) FROM tasks WHERE status = 'running')").fetchone()
+    return row[0]
+
+
+def next_occurrence(due, every_s, now):
+    """The first point of the schedule due + k * every_s that is after NOW."""
+    if due > now:
+        return due
+    return due + (int((now - due) // every_s) + 1) * every_s
+
+
+def plan(task, now):
+    """What a pass does with a claimable task at NOW: 'deliver', 'late' or 'miss'."""
+    late = now - task["due"]
+    if task["picked"] or late <= task["grace_s"]:
+        return "deliver"
+    return "late" if task["catch_up"] == "once" else "miss"
+
+
+def claim(conn, server, target, now=None, lease=LEASE_S):
+    """Claim the next occurrence due at (SERVER, TARGET), applying the catch-up policy.
+
+    Returns (task, action) with action 'deliver' or 'late', or None when
+    nothing is due.  Occurrences skipped by policy are marked on the way.
+    """
+    now = clock.now() if now is None else now
+    with store.tx(conn):
+        while True:
+            task = conn.execute(
+                "SELECT * FROM tasks WHERE server = :server AND target = :target AND "
+                "((status = 'pending' AND not_before <= :now) OR "
+                "(status = 'running' AND lease_until <= :now)) "
+                "ORDER BY not_before, id LIMIT 1",
+                {"server": server, "target": target, "now": now}).fetchone()
+            if task is None:
+                return None
+            if task["status"] == "running":
+                # Its runner died (or hung) after claiming: count that attempt, then retry.
+                _log(conn, task, now, None, "expired",
+                     "lease expired: the runner that claimed it did not finish")
+                conn.execute("UPDATE tasks SET attempts = attempts + 1 WHERE id = ?",
+                             (task["id"],))
+            action = plan(task, now)
+            if action == "miss":
+                _missed(conn, task, now)
+                continue
+            conn.execute("UPDATE tasks SET status = 'running', lease_until = ?, picked = 1, "
+                         "updated = ? WHERE id = ?", (now + lease, now, task["id"]))
+            return get(conn, task["id"]), action
+
+
+def _missed(conn, task, now):
+    late = clock.fmt_duration(now - task["due"])
+    _log(conn, task, now, None, "missed", f"skipped by catch-up policy: {late} late")
+    if task["every_s"]:
+        _advance(conn, task, now)
+    else:
+        conn.execute("UPDATE tasks SET status = 'missed', lease_until = NULL, updated = ? "
+                     "WHERE id = ?", (now, task["id"]))
+
+
+def _advance(conn, task, now):
+    """Move a recurring task to its next occurrence after NOW."""
+    nxt = next_occurrence(task["due"], task["every_s"], now)
+    conn.execute("UPDATE tasks SET status = 'pending', due = ?, not_before = ?, attempts = 0, "
+                 "picked = 0, lease_until = NULL, reason = NULL, updated = ? WHERE id = ?",
+                 (nxt, nxt, now, task["id"]))
+
+
+def _log(conn, task, now, pane, outcome, detail):
+    conn.execute("INSERT INTO attempts (task_id, at, due, target, pane, outcome, detail) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 (task["id"], now, task["due"], task["target"], pane, outcome, detail))
+
+
+def finish(conn, task, outcome, detail=None, pane=None, now=None):
+    """Record the outcome of a claimed attempt.
+
+    OUTCOME: 'delivered'; 'retry' (a failed attempt: back off, or give up after
+    the task's retries); 'held' (deferred without counting as an attempt,
+    until `not_before`, given as DETAIL's companion via hold()).
+    Returns the status the task is left in (or None if the claim was lost).
+    """
+    now = clock.now() if now is None else now
+    with store.tx(conn):
+        current = conn.execute("SELECT * FROM tasks WHERE id = ? AND status = 'running' AND "
+                               "lease_until = ?", (task["id"], task["lease_until"])).fetchone()
+        _log(conn, task, now, pane, outcome if current else f"{outcome} (claim lost)", detail)
+        if current is None:
+            return None
+        tries = current["attempts"] + 1
+        if outcome == "delivered":
+            if current["every_s"]:
+                _advance(conn, current, now)
+                return "pending"
+            conn.execute("UPDATE tasks SET status = 'done', attempts = ?, lease_until = NULL, "
+                         "reason = NULL, updated = ? WHERE id = ?", (tries, now, task["id"]))
+            return "done"
+        if tries > current["retries"]:
+            reason = f"gave up after {tries} attempts: {detail}"
+            if current["every_s"]:
+                _log(conn, current, now, pane, "failed", reason)
+                _advance(conn, current, now)
+                return "pending"
+            conn.execute("UPDATE tasks SET status = 'failed', attempts = ?, lease_until = NULL, "
+                         "reason = ?, updated = ? WHERE id = ?", (tries, reason, now, task["id"]))
+            _log(conn, current, now, pane, "failed", reason)
+            return "failed"
+        delay = min(RETRY_BASE_S * 2 ** (tries - 1), RETRY_CAP_S)
+        conn.execute("UPDATE tasks SET status = 'pending', attempts = ?, not_before = ?, "
+                     "lease_until = NULL, reason = ?, updated = ? WHERE id = ?",
+                     (tries, now + delay, detail, now, task["id"]))
+        return "pending"
+
+
+def hold(conn, task, until, detail, pane=None, now=None):
+    """Put a claimed task back untried until UNTIL (a usage-limit hold): not a failed attempt."""
+    now = clock.now() if now is None else now
+    with store.tx(conn):
+        cur = conn.execute("UPDATE tasks SET status = 'pending', not_before = ?, "
+                           "lease_until = NULL, reason = ?, updated = ? WHERE id = ? AND "
+                           "status = 'running' AND lease_until = ?",
+                           (until, detail, now, task["id"], task["lease_until"]))
+        _log(conn, task, now, pane, "held" if cur.rowcount else "held (claim lost)", detail)
+
+
+def prune(conn, age_s, now=None):
+    """Forget finished tasks and log rows older than AGE_S; return (tasks, rows) removed."""
+    now = clock.now() if now is None else now
+    cutoff = now - age_s
+    with store.tx(conn):
+        marks = ", ".join("?" * len(FINISHED))
+        rows = conn.execute("DELETE FROM attempts WHERE at < ?", (cutoff,)).rowcount
+        gone = conn.execute(f"DELETE FROM tasks WHERE status IN ({marks}) AND updated < ?",
+                            (*FINISHED, cutoff)).rowcount
+    return gone, rows
+
+
+def overdue(conn, now=None):
+    """Pending occurrences never attempted and past due + grace (held or backing off: not)."""
+    now = clock.now() if now is None else now
+    return conn.execute("SELECT * FROM tasks WHERE status = 'pending' AND picked = 0 AND "
+                        "due + grace_s < ? ORDER BY due", (now,)).fetchall()
+
+
+# --- waking the daemon --------------------------------------------------------
+
+def wake_path():
+    return os.path.join(paths.state_dir(), WAKE_FIFO)
+
+
+def wake():
+    """Tell a sleeping daemon that the tasks changed (no-op when none listens)."""
+    try:
+        fd = os.open(wake_path(), os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # ENXIO: no daemon is reading; ENOENT: none ever ran
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, b"\n")
+    except OSError:
+        pass  # EAGAIN: the pipe is full, which already means "wake up"
+    finally:
+        os.close(fd)
+
+
+def as_json(task):
+    return {
+        "id": task["id"], "target": task["target"], "note": task["note"],
+        "status": task["status"], "due": clock.iso(task["due"]), "every_s": task["every_s"],
+        "attempts": task["attempts"], "key": task["key"], "account": task["account"],
+        "server": task["server"], "not_before": clock.iso(task["not_before"]),
+        "catch_up": task["catch_up"], "grace_s": task["grace_s"], "retries": task["retries"],
+        "reason": task["reason"], "created": clock.iso(task["created"]),
+        "updated": clock.iso(task["updated"]),
+    }
+

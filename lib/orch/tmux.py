@@ -1,0 +1,164 @@
+"""The tmux adapter: which server, exact targets, literal typing, screen capture.
+
+Rules:
+- A server is named by its socket path, fixed when a task is added
+  (ORCH_TMUX_SOCKET, else $TMUX, else the default socket), and always reached
+  with `tmux -S PATH`, so a daemon started anywhere types into the right server.
+- Targets are resolved exactly: the session with `=NAME`, the window with
+  `=NAME` (which still accepts an index), through list-panes, which fails on
+  a missing target (display-message silently falls back to another pane).
+  A pane is then addressed by its id (%N) only.
+- Text is never a send-keys argument and never passes a shell: it is loaded
+  into a uniquely named buffer from stdin and pasted with -p (bracketed where
+  the application asked for it) and -d (deleted after).  Enter is a separate
+  key, sent by the caller after its delay.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import threading
+
+from .errors import DATAERR, UNAVAILABLE, OrchError
+
+SHELLS = {"sh", "bash", "zsh", "fish", "dash", "ksh", "mksh", "tcsh", "csh", "ash", "yash",
+          "nu", "elvish", "xonsh"}
+
+# session[:window[.pane]] or a pane id %N.  tmux forbids ':' and '.' in session names.
+_TARGET = re.compile(r"(?P<session>[^:.]+)(?::(?P<window>[^:.]*)(?:\.(?P<pane>\d+))?)?")
+_PANE_ID = re.compile(r"%\d+")
+_counter = 0
+_counter_lock = threading.Lock()
+
+
+class Missing(Exception):
+    """The target (or its server) is not there now; the message says which."""
+
+
+def tmux_bin():
+    path = shutil.which("tmux")
+    if not path:
+        raise OrchError("tmux is not installed (not found on PATH)", UNAVAILABLE)
+    return path
+
+
+def _socket_dir():
+    return os.path.join(os.environ.get("TMUX_TMPDIR") or "/tmp", f"tmux-{os.getuid()}")
+
+
+def server_from_env():
+    """The socket path of the server this process means: ORCH_TMUX_SOCKET, $TMUX, else default."""
+    name = os.environ.get("ORCH_TMUX_SOCKET")
+    if name:
+        if "/" in name:
+            return os.path.abspath(name)
+        return os.path.join(_socket_dir(), name)
+    inside = os.environ.get("TMUX")
+    if inside:
+        return inside.split(",")[0]
+    return os.path.join(_socket_dir(), "default")
+
+
+def check_target(text):
+    """Validate a target; return it unchanged or raise OrchError (exit 65)."""
+    if _PANE_ID.fullmatch(text):
+        return text
+    m = _TARGET.fullmatch(text)
+    bad = (not m or any(ord(c) < 32 or c == "\x7f" for c in text)
+           or text != text.strip() or text.startswith("-"))
+    if bad or (m.group("window") is not None and m.group("window") == "" and m.group("pane")):
+        raise OrchError(f"bad target: {text!r} (want session, session:window or "
+                        "session:window.pane, or a pane id %N)", DATAERR)
+    return text
+
+
+def run(server, *args, input=None):
+    """Run one tmux command line on SERVER; return stdout (bytes).  Raises Missing on failure."""
+    try:
+        proc = subprocess.run([tmux_bin(), "-S", server, *args], input=input,
+                              capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise Missing("tmux did not answer within 30 s") from None
+    if proc.returncode != 0:
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        reason = reason[0] if reason else f"tmux exited {proc.returncode}"
+        if reason.startswith(("no server running", "error connecting")):
+            reason = f"tmux server not running ({server})"
+        raise Missing(reason)
+    return proc.stdout
+
+
+class Pane:
+    """A resolved pane: its id and what it is running."""
+
+    def __init__(self, pane_id, command, in_mode):
+        self.id, self.command, self.in_mode = pane_id, command, in_mode
+
+    @property
+    def is_shell(self):
+        return self.command.lstrip("-") in SHELLS
+
+
+_FORMAT = "#{pane_index}\t#{pane_id}\t#{pane_active}\t#{pane_current_command}\t#{pane_in_mode}"
+
+
+def resolve(server, target):
+    """TARGET -> Pane, exactly (never tmux's prefix matching).  Raises Missing."""
+    if _PANE_ID.fullmatch(target):
+        window = target
+
+        def wanted(index, pane_id, active):
+            return pane_id == target
+    else:
+        m = _TARGET.fullmatch(target)
+        window = f"={m.group('session')}:"
+        if m.group("window"):
+            window += f"={m.group('window')}"
+        pane = m.group("pane")
+
+        def wanted(index, pane_id, active):
+            return index == pane if pane is not None else active == "1"
+    listing = run(server, "list-panes", "-t", window, "-F", _FORMAT).decode()
+    for line in listing.splitlines():
+        index, pane_id, active, command, in_mode = line.split("\t")
+        if wanted(index, pane_id, active):
+            return Pane(pane_id, command, in_mode == "1")
+    raise Missing(f"can't find pane: {target}")
+
+
+def paste(server, pane_id, text):
+    """Type TEXT into the pane literally, as one paste."""
+    global _counter
+    with _counter_lock:
+        _counter += 1
+        name = f"orch-{os.getpid()}-{_counter}"
+    # A pane in copy mode would take the text and the Enter as mode commands.
+    try:
+        run(server, "copy-mode", "-q", "-t", pane_id, ";",
+            "load-buffer", "-b", name, "-", ";",
+            "paste-buffer", "-p", "-d", "-b", name, "-t", pane_id,
+            input=text.encode())
+    except Missing:
+        try:  # the pane vanished between load and paste: leave no buffer behind
+            run(server, "delete-buffer", "-b", name)
+        except Missing:
+            pass
+        raise
+
+
+def send_enter(server, pane_id):
+    run(server, "send-keys", "-t", pane_id, "Enter")
+
+
+def capture(server, pane_id):
+    """The visible screen of the pane, as text."""
+    return run(server, "capture-pane", "-p", "-t", pane_id).decode(errors="replace")
+
+
+def has_session(server, name):
+    try:
+        run(server, "has-session", "-t", f"={name}")
+        return True
+    except Missing:
+        return False

@@ -1,0 +1,157 @@
+"""Hermetic fixtures: every test gets its own HOME and state directory, no
+inherited ORCH_* variables, a fixed git identity, and (when it asks) a private
+tmux server on its own socket, killed at the end.  Nothing here touches the
+user's tmux server or state directory.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+AGENT = os.path.join(HERE, "agent.py")
+
+
+def wait_until(predicate, timeout=15.0, interval=0.02, what="condition"):
+    """Poll PREDICATE until it returns a true value; fail the test after TIMEOUT."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def hermetic(tmp_path, monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(("ORCH_", "GIT_", "TMUX")) or name in ("XDG_STATE_HOME", "NO_COLOR"):
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    state = tmp_path / "state"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("ORCH_HOME", str(state))
+    monkeypatch.setenv("ORCH_ENTER_DELAY", "0.1")
+    monkeypatch.setenv("ORCH_NO_AUTOSTART", "1")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.com")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Committer")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "committer@example.com")
+    monkeypatch.setenv("TZ", "UTC")
+    # The commands under test are this venv's console scripts.
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    yield state
+    stop_daemons(state)
+
+
+def stop_daemons(state):
+    """End every daemon this test's state directory recorded (ours only: by pid)."""
+    holders = state / "holders"
+    if not holders.is_dir():
+        return
+    sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+    from orch import locks
+    for path in holders.iterdir():
+        record = locks.read_holder(path.name)
+        if record:
+            try:
+                os.kill(record["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            deadline = time.monotonic() + 10
+            while locks.alive(record["pid"], record["start"]) and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+
+@pytest.fixture
+def run(script_runner):
+    """run(cmd, *args, stdin=None, env=None) -> result with .returncode .stdout .stderr."""
+    def _run(*args, stdin=None, env=None, **kw):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        return script_runner.run(list(args), env=full_env, stdin=stdin, **kw)
+    return _run
+
+
+class Agent:
+    def __init__(self, server, target, record):
+        self.server, self.target, self.record = server, target, record
+
+    def received(self):
+        try:
+            with open(self.record, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def wait_received(self, expected, timeout=15.0):
+        """Wait until the agent has received at least the bytes EXPECTED, then return all."""
+        wait_until(lambda: len(self.received()) >= len(expected), timeout,
+                   what=f"{self.target} to receive {expected[:60]!r}")
+        return self.received()
+
+
+class Tmux:
+    """A private tmux server on its own socket."""
+
+    def __init__(self, socket):
+        self.socket = socket
+        self.n = 0
+
+    def __call__(self, *args, check=True):
+        proc = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"tmux {args}: {proc.stderr}")
+        return proc.stdout
+
+    def _spawn(self, session, window, command):
+        if subprocess.run(["tmux", "-S", self.socket, "has-session", "-t", f"={session}"],
+                          capture_output=True).returncode == 0:
+            self("new-window", "-d", "-t", f"={session}:", *(["-n", window] if window else []),
+                 command)
+        else:
+            self("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+                 *(["-n", window] if window else []), command)
+
+    def agent(self, session, window=None, bracketed=False, screen=None, target=None):
+        """Start a stand-in agent in a new window; wait until it is ready."""
+        self.n += 1
+        record = os.path.join(os.path.dirname(self.socket), f"agent{self.n}.rec")
+        command = f"{sys.executable} {AGENT} {record}"
+        if bracketed:
+            command += " --bracketed"
+        if screen:
+            command += f" --screen {screen}"
+        self._spawn(session, window, command)
+        wait_until(lambda: os.path.exists(record), what=f"agent in {session} to start")
+        if target is None:
+            target = f"{session}:{window}" if window else session
+        return Agent(self, target, record)
+
+    def shell(self, session, window=None):
+        self._spawn(session, window, "sh")
+        return f"{session}:{window}" if window else session
+
+
+@pytest.fixture
+def tmux(monkeypatch):
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is required for this test (install it: .ci/run does)")
+    # Socket paths are limited to ~100 bytes: keep it short, under /tmp.
+    directory = tempfile.mkdtemp(prefix="orcht")
+    socket = os.path.join(directory, "s")
+    monkeypatch.setenv("ORCH_TMUX_SOCKET", socket)
+    server = Tmux(socket)
+    yield server
+    subprocess.run(["tmux", "-S", socket, "kill-server"], capture_output=True)
+    shutil.rmtree(directory, ignore_errors=True)
