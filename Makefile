@@ -8,7 +8,7 @@ BINDIR = $(DESTDIR)$(PREFIX)/bin
 LIBDIR = $(DESTDIR)$(PREFIX)/lib/orch
 SHAREDIR = $(DESTDIR)$(PREFIX)/share/orch
 MANDIR = $(DESTDIR)$(PREFIX)/share/man
-TOOLS = orch-sched
+TOOLS = orch-sched orch-lock orch-sync orch-dash
 SCRIPTS = $(TOOLS) schedule_with_note.sh
 
 .PHONY: test demo install uninstall lint man clean venv
