@@ -4,6 +4,7 @@ tmux server on its own socket, killed at the end.  Nothing here touches the
 user's tmux server or state directory.
 """
 
+import io
 import os
 import shutil
 import signal
@@ -76,10 +77,15 @@ def stop_daemons(state):
 @pytest.fixture
 def run(script_runner):
     """run(cmd, *args, stdin=None, env=None) -> result with .returncode .stdout .stderr."""
-    def _run(*args, stdin=None, env=None, **kw):
+    def _run(*args, stdin="", env=None, **kw):
         full_env = dict(os.environ)
         full_env.update(env or {})
-        return script_runner.run(list(args), env=full_env, stdin=stdin, **kw)
+        if isinstance(stdin, bytes):  # then stdout and stderr are bytes too
+            stdin = io.BytesIO(stdin)
+            kw["universal_newlines"] = False
+        else:  # a test's stdin is empty unless it says otherwise
+            stdin = io.StringIO(stdin)
+        return script_runner.run(list(args), env=full_env, stdin=stdin, print_result=False, **kw)
     return _run
 
 

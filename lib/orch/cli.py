@@ -144,8 +144,22 @@ def truncate(text, width):
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-def print_table(rows, headers):
+def print_table(rows, headers, width=80):
+    """A plain table; the last column is truncated so that no line exceeds WIDTH."""
     from tabulate import tabulate
-    if rows:
-        sys.stdout.write(tabulate(rows, headers=headers, tablefmt="plain",
-                                  disable_numparse=True) + "\n")
+    if not rows:
+        return
+    rows = [[cli_cell(v) for v in row] for row in rows]
+    room = max(len(r[-1]) for r in rows)
+    while True:
+        cut = [r[:-1] + [truncate(r[-1], room)] for r in rows]
+        text = tabulate(cut, headers=headers, tablefmt="plain", disable_numparse=True)
+        excess = max(len(line) for line in text.splitlines()) - width
+        if excess <= 0 or room <= 8:
+            break
+        room = max(room - excess, 8)
+    sys.stdout.write(text + "\n")
+
+
+def cli_cell(value):
+    return "" if value is None else str(value)

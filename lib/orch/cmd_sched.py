@@ -118,7 +118,7 @@ def cmd_list(args):
                           f"{clock.local(r['due'], with_date=False)} "
                           f"({clock.relative(r['due'], now)})",
                           clock.fmt_duration(r["every_s"]) if r["every_s"] else "",
-                          r["status"], r["attempts"], cli.truncate(r["note"], 24))
+                          r["status"], r["attempts"], r["note"])
                          for r in rows],
                         ["ID", "TARGET", "DUE", "EVERY", "STATUS", "TRIES", "NOTE"])
     return 0
@@ -224,7 +224,7 @@ def cmd_log(args):
                              a["outcome"], a["detail"]) for a in rows)
     else:
         cli.print_table([(clock.local(a["at"]), a["task_id"], cli.truncate(a["target"], 16),
-                          a["outcome"], cli.truncate(a["detail"], 30)) for a in rows],
+                          a["outcome"], a["detail"]) for a in rows],
                         ["AT", "TASK", "TARGET", "OUTCOME", "DETAIL"])
     return 0
 

@@ -1,0 +1,235 @@
+"""orch-sched's command-line contract: output shapes and every documented exit status."""
+
+import json
+import os
+import shutil
+import sqlite3
+import stat
+import sys
+
+import pytest
+
+NOW = "2026-11-25T20:00:00Z"
+NOW_EPOCH = 1795636800.0
+
+
+def add(run, *args, **kw):
+    r = run("orch-sched", "add", *args, **kw)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().isdigit() and r.stderr == ""
+    return int(r.stdout)
+
+
+def tasks_json(run, *args):
+    r = run("orch-sched", "list", "--json", *args)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_add_prints_only_the_id_and_stores_the_note_verbatim(run):
+    first = add(run, "proj:0", "hello")
+    second = add(run, "--in", "5", "proj:0", "-n", "--in", "3", "-h", "$(rm", "-rf)", "x;")
+    assert second == first + 1
+    [_, task] = tasks_json(run)
+    assert task["note"] == "-n --in 3 -h $(rm -rf) x;"
+    assert task["target"] == "proj:0" and task["status"] == "pending"
+
+
+def test_due_times_from_in_and_at(run):
+    env = {"ORCH_NOW": NOW}
+    add(run, "--in", "90s", "p:0", "a", env=env)
+    add(run, "--in", "0.5", "p:0", "b", env=env)
+    add(run, "--in", "1h30m", "p:0", "c", env=env)
+    add(run, "--at", "2026-11-26T08:00:00Z", "p:0", "d", env=env)
+    add(run, "--at", "19:30", "p:0", "e", env=env)      # passed today (TZ=UTC): tomorrow
+    add(run, "--at", "21:15:30", "p:0", "f", env=env)
+    due = {t["note"]: t["due"] for t in tasks_json(run)}
+    assert due == {"a": "2026-11-25T20:01:30Z", "b": "2026-11-25T20:00:30Z",
+                   "c": "2026-11-25T21:30:00Z", "d": "2026-11-26T08:00:00Z",
+                   "e": "2026-11-26T19:30:00Z", "f": "2026-11-25T21:15:30Z"}
+
+
+def test_note_from_stdin_keeps_newlines_and_drops_the_final_one(run):
+    add(run, "p:0", "-", stdin="line one\n  line 'two'\n\n")
+    [task] = tasks_json(run)
+    assert task["note"] == "line one\n  line 'two'"
+
+
+def test_key_updates_the_live_task_in_place(run):
+    env = {"ORCH_NOW": NOW}
+    a = add(run, "--key", "build", "--in", "5", "p:0", "first", env=env)
+    b = add(run, "--key", "build", "--in", "10", "p:0", "second", env=env)
+    assert a == b
+    [task] = tasks_json(run)
+    assert (task["note"], task["due"], task["key"]) == ("second", "2026-11-25T20:10:00Z", "build")
+
+
+@pytest.mark.parametrize("args", [
+    ["--in", "5x", "p:0", "n"], ["--in", "-5", "p:0", "n"], ["--in", "1m1h", "p:0", "n"],
+    ["--at", "25:00", "p:0", "n"], ["--at", "tomorrow", "p:0", "n"],
+    ["--every", "0", "p:0", "n"], ["--retries", "x", "p:0", "n"],
+    ["--catch-up", "always", "p:0", "n"], ["a:b:c", "n"], ["a:0.x", "n"], ["a\nb", "n"],
+    [" p:0", "n"], ["p:0", ""], ["p:0", " ", " "], ["--key", "a\tb", "p:0", "n"],
+])
+def test_bad_values_exit_65_and_store_nothing(run, args):
+    r = run("orch-sched", "add", *args)
+    assert r.returncode == 65, r.stderr
+    assert r.stdout == "" and r.stderr.startswith("orch-sched: error: ")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert tasks_json(run, "--all") == []
+
+
+def test_nul_and_bad_utf8_on_stdin_exit_65(run):
+    for data in ("a\x00b", b"\xff\xfe"):
+        r = run("orch-sched", "add", "p:0", "-", stdin=data)
+        assert r.returncode == 65 and b"error" in r.stderr if isinstance(data, bytes) \
+            else r.returncode == 65 and "error" in r.stderr
+    assert tasks_json(run, "--all") == []
+
+
+@pytest.mark.parametrize("args", [[], ["add"], ["add", "p:0"], ["frobnicate"], ["list", "--bogus"],
+                                  ["list", "--json", "--porcelain"], ["cancel"]])
+def test_unparseable_command_lines_exit_64_with_usage(run, args):
+    r = run("orch-sched", *args)
+    assert r.returncode == 64
+    assert r.stderr.startswith("orch-sched: error: the command line does not parse")
+    assert "Usage:" in r.stderr and r.stdout == ""
+
+
+def test_help_and_version_go_to_stdout(run):
+    r = run("orch-sched", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("orch-sched:") and "Usage:" in r.stdout
+    r = run("orch-sched", "--version")
+    assert r.returncode == 0 and r.stdout.startswith("orch-sched ")
+
+
+def test_list_porcelain_columns(run):
+    env = {"ORCH_NOW": NOW}
+    a = add(run, "--every", "30m", "--key", "k", "--account", "acct", "p:1", "tab\there", env=env)
+    r = run("orch-sched", "list", "--porcelain")
+    assert r.returncode == 0
+    assert r.stdout == f"{a}\tpending\t2026-11-25T20:00:00Z\tp:1\t1800\t0\tacct\tk\ttab\\there\n"
+
+
+def test_list_table_fits_80_columns_and_truncates_the_note(run):
+    add(run, "a-very-long-session-name-indeed:window", "x" * 300)
+    r = run("orch-sched", "list")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["ID", "TARGET", "DUE", "EVERY", "STATUS", "TRIES", "NOTE"]
+    assert all(len(line) <= 80 for line in lines) and "…" in lines[1]
+
+
+def test_show_prints_every_field_and_the_whole_note(run):
+    note = "y" * 500 + "\nsecond line"
+    a = add(run, "p:0", "-", stdin=note)
+    r = run("orch-sched", "show", str(a))
+    assert r.returncode == 0
+    assert note in r.stdout and "status: pending" in r.stdout and "target: p:0" in r.stdout
+    r = run("orch-sched", "show", str(a), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["note"] == note
+
+
+def test_show_unknown_and_bad_ids(run):
+    assert run("orch-sched", "show", "42").returncode == 1
+    assert run("orch-sched", "show", "x1").returncode == 65
+
+
+def test_cancel_reports_each_refused_id_and_cancels_the_rest(run):
+    a = add(run, "p:0", "one")
+    b = add(run, "p:0", "two")
+    r = run("orch-sched", "cancel", str(a), "99", str(b))
+    assert r.returncode == 1
+    assert "task 99 is unknown" in r.stderr and str(a) not in r.stderr
+    assert {t["status"] for t in tasks_json(run, "--all")} == {"cancelled"}
+    r = run("orch-sched", "cancel", str(a))
+    assert r.returncode == 1 and "already finished" in r.stderr
+    r = run("orch-sched", "cancel", "1", "two")
+    assert r.returncode == 65
+    assert tasks_json(run, "--status", "cancelled")[0]["id"] == a
+
+
+def test_list_filters_by_status(run):
+    a = add(run, "p:0", "one")
+    add(run, "p:0", "two")
+    assert run("orch-sched", "cancel", str(a)).returncode == 0
+    assert [t["note"] for t in tasks_json(run)] == ["two"]
+    assert [t["note"] for t in tasks_json(run, "--status", "cancelled")] == ["one"]
+    assert len(tasks_json(run, "--all")) == 2
+    r = run("orch-sched", "list", "--status", "nope")
+    assert r.returncode == 65
+
+
+def test_state_directory_is_private_and_independent_of_cwd(run, tmp_path, hermetic):
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    add(run, "p:0", "x", cwd=str(other))
+    assert list(other.iterdir()) == []
+    assert stat.S_IMODE(os.stat(hermetic).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(hermetic / "orch.db").st_mode) == 0o600
+
+
+def test_default_state_directory_follows_xdg(run, tmp_path):
+    env = {"ORCH_HOME": "", "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    add(run, "p:0", "x", env=env)
+    assert (tmp_path / "xdg" / "orch" / "orch.db").exists()
+
+
+def test_state_directory_that_cannot_be_created_exits_73(run, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = run("orch-sched", "add", "p:0", "x", env={"ORCH_HOME": str(blocker / "state")})
+    assert r.returncode == 73 and r.stderr.startswith("orch-sched: error: ")
+
+
+def test_database_symlink_is_refused(run, hermetic, tmp_path):
+    hermetic.mkdir()
+    target = tmp_path / "elsewhere.db"
+    os.symlink(target, hermetic / "orch.db")
+    r = run("orch-sched", "add", "p:0", "x")
+    assert r.returncode == 74 and "symbolic link" in r.stderr
+    assert not target.exists()
+
+
+def test_corrupt_database_is_reported_and_left_untouched(run, hermetic):
+    hermetic.mkdir()
+    junk = b"this is not a database, but it is the user's file\n" * 100
+    (hermetic / "orch.db").write_bytes(junk)
+    for args in (["add", "p:0", "x"], ["list"], ["run"], ["status"]):
+        r = run("orch-sched", *args)
+        assert r.returncode == 74, (args, r.stderr)
+        assert "cannot be read" in r.stderr and len(r.stderr.splitlines()) == 1
+    assert (hermetic / "orch.db").read_bytes() == junk
+
+
+def test_locked_database_exits_75_after_the_busy_timeout(run, hermetic):
+    add(run, "p:0", "x")
+    holder = sqlite3.connect(hermetic / "orch.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        r = run("orch-sched", "add", "p:0", "y")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.returncode == 75 and "busy" in r.stderr
+    assert [t["note"] for t in tasks_json(run)] == ["x"]
+
+
+def test_run_without_tmux_on_path_exits_69(run, tmp_path):
+    add(run, "p:0", "x")
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    # Only the interpreter's directory (no tmux there) and an empty one on PATH.
+    interpreter_dir = os.path.dirname(os.path.realpath(sys.executable))
+    r = run(shutil.which("orch-sched"), "run", env={"PATH": f"{interpreter_dir}:{bare}"})
+    assert r.returncode == 69 and "tmux is not installed" in r.stderr
+
+
+def test_closed_stdout_pipe_is_silent(run, hermetic):
+    for i in range(300):
+        add(run, "p:0", f"note {i}") if i < 2 else None
+    import subprocess
+    proc = subprocess.run("orch-sched list --porcelain | head -c1 >/dev/null; "
+                          "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
+                          capture_output=True, text=True)
+    assert proc.stdout.strip() in ("0", "141") and proc.stderr == ""
