@@ -16,6 +16,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 
 from . import locks, paths
 from .errors import TEMPFAIL, OrchError
@@ -80,11 +81,14 @@ class Daemon:
             answer = f.readline().strip()
         if answer.isdigit():
             return int(answer)
-        # Another daemon won the race (or the child failed): report the one running.
-        pid = self.running_pid()
-        if pid:
-            return pid
         os.waitpid(child, 0)
+        # Another daemon won the race: it writes its record just after taking the lock.
+        deadline = time.monotonic() + 5
+        while answer == b"busy" and time.monotonic() < deadline:
+            pid = self.running_pid()
+            if pid:
+                return pid
+            time.sleep(0.01)
         raise OrchError(f"the daemon did not start; see {paths.sub(log_name)}", TEMPFAIL)
 
     def _setup_wakeups(self):

@@ -72,6 +72,8 @@ def process_start(pid):
         return None
     # The command name (field 2) may contain spaces and ')': split after the last ')'.
     fields = stat[stat.rfind(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):  # exited, not yet reaped: it holds nothing any more
+        return None
     return int(fields[19])
 
 
