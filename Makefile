@@ -38,7 +38,8 @@ lint: $(VENV)/.installed
 install:
 	install -d $(BINDIR) $(LIBDIR)/orch $(SHAREDIR)/hooks $(MANDIR)/man1 $(MANDIR)/man7
 	install -m 644 lib/orch/*.py $(LIBDIR)/orch/
-	$(PYTHON) -m pip install -q --no-compile --target $(LIBDIR)/vendor docopt-ng tabulate filelock
+	$(PYTHON) -m compileall -q $(LIBDIR)/orch
+	$(PYTHON) -m pip install -q --no-compile --target $(LIBDIR)/vendor docopt-ng filelock
 	for s in $(SCRIPTS); do install -m 755 bin/$$s $(BINDIR)/; done
 	for h in hooks/*; do [ -f "$$h" ] && install -m 755 "$$h" $(SHAREDIR)/hooks/ || true; done
 	for page in man/*.1; do install -m 644 "$$page" $(MANDIR)/man1/; done

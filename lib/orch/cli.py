@@ -27,14 +27,38 @@ def parse(doc, argv, version, free=None):
     if free and argv and argv[0] in free:
         head, tail = split_free(doc, argv[1:], free[argv[0]])
         argv = [argv[0], *head, *([PLACEHOLDER] if tail else [])]
+    if "-h" in argv or "--help" in argv:
+        sys.stdout.write(doc.strip("\n") + "\n")
+        raise SystemExit(0)
     try:
-        args = docopt(doc, argv, version=version)
+        args = docopt(_for_verb(doc, argv[0] if argv else None), argv, version=version)
     except DocoptExit as e:
         usage = str(e.code)[str(e.code).find("Usage:"):]
         raise OrchError(f"the command line does not parse\n{usage}".rstrip(),
                         errors.USAGE) from None
     args["FREE"] = tail
     return args
+
+
+def _for_verb(doc, verb):
+    """DOC with only VERB's usage patterns, when it has any: docopt then matches
+    one pattern instead of trying every verb's (and its errors show that verb's
+    usage only).  Other verbs' keys are absent from the result, so callers test
+    them with args.get()."""
+    head, sep, rest = doc.partition("Usage:\n")
+    usage, gap, options = rest.partition("\n\n")
+    lines = usage.split("\n")
+    prog = lines[0].split()[0]
+    keep, keeping = [], False
+    for line in lines:
+        words = line.split()
+        if words and words[0] == prog:
+            keeping = len(words) > 1 and words[1] == verb
+        if keeping:
+            keep.append(line)
+    if not keep:
+        return doc
+    return head + sep + "\n".join(keep) + gap + options
 
 
 def split_free(doc, words, n_fixed):
@@ -115,21 +139,19 @@ def colour_on(stream=None):
     return not os.environ.get("NO_COLOR") and stream.isatty()
 
 
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
 def porcelain_field(value):
     """One porcelain field: None -> '', and tab, newline, CR, backslash escaped."""
     if value is None:
         return ""
-    text = str(value)
-    if any(c in text for c in "\\\t\n\r"):
-        text = (text.replace("\\", "\\\\").replace("\t", "\\t")
-                .replace("\n", "\\n").replace("\r", "\\r"))
-    return text
+    return str(value).translate(_ESCAPES)
 
 
 def print_porcelain(rows):
-    out = sys.stdout
-    for row in rows:
-        out.write("\t".join(porcelain_field(v) for v in row) + "\n")
+    sys.stdout.write("".join("\t".join([porcelain_field(v) for v in row]) + "\n"
+                             for row in rows))
 
 
 def print_json(obj):
@@ -145,20 +167,27 @@ def truncate(text, width):
 
 
 def print_table(rows, headers, width=80):
-    """A plain table; the last column is truncated so that no line exceeds WIDTH."""
-    from tabulate import tabulate
+    """A plain table, columns two spaces apart; the last column is truncated so
+    that no line exceeds WIDTH.  (Written here rather than with tabulate, whose
+    import alone costs four times an interpreter's start-up.)"""
     if not rows:
         return
     rows = [[cli_cell(v) for v in row] for row in rows]
-    room = max(len(r[-1]) for r in rows)
-    while True:
-        cut = [r[:-1] + [truncate(r[-1], room)] for r in rows]
-        text = tabulate(cut, headers=headers, tablefmt="plain", disable_numparse=True)
-        excess = max(len(line) for line in text.splitlines()) - width
-        if excess <= 0 or room <= 8:
-            break
-        room = max(room - excess, 8)
-    sys.stdout.write(text + "\n")
+    widths = [max(text_width(r[i]) for r in [headers, *rows]) for i in range(len(headers) - 1)]
+    room = max(width - sum(widths) - 2 * len(widths), 8)
+    out = []
+    for row in [headers, *rows]:
+        cells = [c + " " * (w - text_width(c)) for c, w in zip(row, widths)]
+        out.append("  ".join([*cells, truncate(row[-1], room)]).rstrip())
+    sys.stdout.write("\n".join(out) + "\n")
+
+
+def text_width(text):
+    """Terminal columns TEXT takes: wide (East Asian) characters count two."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
 def cli_cell(value):

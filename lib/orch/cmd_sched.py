@@ -47,7 +47,7 @@ PROG = "orch-sched"
 def main(argv):
     args = cli.parse(__doc__, argv, f"{PROG} {__version__}", free={"add": 1})
     for verb in ("add", "list", "show", "cancel", "run", "daemon", "status", "log", "prune"):
-        if args[verb]:
+        if args.get(verb):
             return globals()[f"cmd_{verb}"](args)
     return 0
 
@@ -105,13 +105,18 @@ def _statuses(args):
 
 
 def cmd_list(args):
-    rows = tasks.listing(store.connect(), _statuses(args))
+    conn = store.connect()
+    if args["--porcelain"]:
+        esc = cli.porcelain_field
+        sys.stdout.write("".join(
+            f"{i}\t{status}\t{due}\t{esc(target)}\t{'' if every is None else every}\t{tries}\t"
+            f"{esc(account)}\t{esc(key)}\t{esc(note)}\n"
+            for i, status, due, target, every, tries, account, key, note
+            in tasks.porcelain_listing(conn, _statuses(args))))
+        return 0
+    rows = tasks.listing(conn, _statuses(args))
     if args["--json"]:
         cli.print_json([tasks.as_json(r) for r in rows])
-    elif args["--porcelain"]:
-        cli.print_porcelain((r["id"], r["status"], clock.iso(r["due"]), r["target"],
-                             r["every_s"] and int(r["every_s"]), r["attempts"], r["account"],
-                             r["key"], r["note"]) for r in rows)
     else:
         now = clock.now()
         cli.print_table([(r["id"], cli.truncate(r["target"], 16),
@@ -133,7 +138,7 @@ def _task_or_fail(conn, text):
 
 def cmd_show(args):
     conn = store.connect()
-    task = _task_or_fail(conn, args["ID"][0])
+    task = _task_or_fail(conn, args["ID"])
     history = tasks.attempts(conn, task["id"], limit=20)
     if args["--json"]:
         obj = tasks.as_json(task)
@@ -215,7 +220,7 @@ def _attempt_json(a):
 
 def cmd_log(args):
     conn = store.connect()
-    task_id = _task_or_fail(conn, args["ID"][0])["id"] if args["ID"] else None
+    task_id = _task_or_fail(conn, args["ID"])["id"] if args["ID"] else None
     rows = tasks.attempts(conn, task_id, _int(args["--limit"], "--limit count", 1))
     if args["--json"]:
         cli.print_json([_attempt_json(a) for a in rows])

@@ -16,7 +16,6 @@ Rules (why each pragma):
   read is reported and never recreated over the user's data.
 """
 
-import contextlib
 import os
 import sqlite3
 
@@ -77,6 +76,21 @@ MIGRATIONS = [
     UPDATE tasks SET picked = 1 WHERE attempts > 0;
     CREATE INDEX attempts_at ON attempts(at);
     """,
+    # 3: orchestrations (orch-lock new/ls/end/prune): one row per run of an agent
+    # team; status is 'open' or 'ended' (by `end`); gone_since is when a prune
+    # first found its tmux session gone
+    """
+    CREATE TABLE orchestrations (
+        session    TEXT PRIMARY KEY,
+        project    TEXT NOT NULL,
+        server     TEXT NOT NULL,
+        dir        TEXT NOT NULL,
+        status     TEXT NOT NULL DEFAULT 'open',
+        created    REAL NOT NULL,
+        ended      REAL,
+        gone_since REAL
+    );
+    """,
 ]
 
 
@@ -130,24 +144,34 @@ def _statements(script):
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-@contextlib.contextmanager
-def tx(conn):
-    """BEGIN IMMEDIATE ... COMMIT, rolling back on any exception."""
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-    except sqlite3.Error as e:
-        raise translate(e) from None
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.Error as e:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise translate(e) from None
+class tx:
+    """with tx(conn): BEGIN IMMEDIATE ... COMMIT, rolling back on any exception.
+
+    (A class rather than contextlib.contextmanager: importing contextlib is a
+    measurable part of a command's start-up.)
+    """
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise translate(e) from None
+        return self.conn
+
+    def __exit__(self, kind, value, tb):
+        if kind is not None:
+            self.conn.execute("ROLLBACK")
+            return False
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise translate(e) from None
+        return False
 
 
 def translate(e, path=None):

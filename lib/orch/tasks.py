@@ -106,6 +106,20 @@ def listing(conn, statuses=LIVE):
                         statuses).fetchall()
 
 
+def porcelain_listing(conn, statuses=LIVE):
+    """Like listing(), as plain tuples of the porcelain columns, formatted by
+    SQLite (the hot path of scripts and status lines): id, status, due (ISO
+    8601 UTC), target, every (whole seconds or None), attempts, account, key,
+    note."""
+    marks = ", ".join("?" * len(statuses))
+    cur = conn.cursor()
+    cur.row_factory = None
+    return cur.execute(
+        "SELECT id, status, strftime('%Y-%m-%dT%H:%M:%SZ', due, 'unixepoch'), target, "
+        f"CAST(every_s AS INTEGER), attempts, account, key, note FROM tasks "
+        f"WHERE status IN ({marks}) ORDER BY not_before, id", statuses).fetchall()
+
+
 def cancel(conn, ids):
     """Cancel each id; return the ids that were not live (unknown or finished)."""
     refused = []

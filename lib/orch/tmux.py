@@ -14,11 +14,9 @@ Rules:
   key, sent by the caller after its delay.
 """
 
+import itertools
 import os
 import re
-import shutil
-import subprocess
-import threading
 
 from .errors import DATAERR, UNAVAILABLE, OrchError
 
@@ -28,8 +26,7 @@ SHELLS = {"sh", "bash", "zsh", "fish", "dash", "ksh", "mksh", "tcsh", "csh", "as
 # session[:window[.pane]] or a pane id %N.  tmux forbids ':' and '.' in session names.
 _TARGET = re.compile(r"(?P<session>[^:.]+)(?::(?P<window>[^:.]*)(?:\.(?P<pane>\d+))?)?")
 _PANE_ID = re.compile(r"%\d+")
-_counter = 0
-_counter_lock = threading.Lock()
+_buffer_numbers = itertools.count(1)  # next() is atomic under the GIL
 
 
 class Missing(Exception):
@@ -37,6 +34,7 @@ class Missing(Exception):
 
 
 def tmux_bin():
+    import shutil
     path = shutil.which("tmux")
     if not path:
         raise OrchError("tmux is not installed (not found on PATH)", UNAVAILABLE)
@@ -75,6 +73,7 @@ def check_target(text):
 
 def run(server, *args, input=None):
     """Run one tmux command line on SERVER; return stdout (bytes).  Raises Missing on failure."""
+    import subprocess  # not at module level: `add` validates targets without it
     try:
         proc = subprocess.run([tmux_bin(), "-S", server, *args], input=input,
                               capture_output=True, timeout=30)
@@ -129,10 +128,7 @@ def resolve(server, target):
 
 def paste(server, pane_id, text):
     """Type TEXT into the pane literally, as one paste."""
-    global _counter
-    with _counter_lock:
-        _counter += 1
-        name = f"orch-{os.getpid()}-{_counter}"
+    name = f"orch-{os.getpid()}-{next(_buffer_numbers)}"
     # A pane in copy mode would take the text and the Enter as mode commands.
     try:
         run(server, "copy-mode", "-q", "-t", pane_id, ";",
