@@ -44,70 +44,98 @@ def pane_lock_name(server, pane_id):
 
 def run_pass(stopping=None):
     """Deliver everything due now; return the number of tasks handled."""
-    delay = enter_delay()
-    tmux.tmux_bin()
-    conn = store.connect()
-    try:
-        due = tasks.due_targets(conn, clock.now())
-    finally:
-        conn.close()
-    counts = []
-    sem = threading.BoundedSemaphore(MAX_WORKERS)
+    return Pass(stopping).run()
 
-    def work(server, target):
+
+class Pass:
+    """One pass: a worker thread per due target, sharing one connection.
+
+    The workers' transactions go through self.db one at a time: inside one
+    process they never meet SQLite's busy handler, whose sleeps grow to 100 ms.
+    """
+
+    def __init__(self, stopping=None):
+        self.delay = enter_delay()
+        tmux.tmux_bin()
+        self.stopping = stopping
+        self.conn = store.connect(durable=False)
+        self.db = threading.Lock()
+        self.handled = 0
+
+    def stopped(self):
+        return self.stopping is not None and self.stopping.is_set()
+
+    def run(self):
         try:
-            counts.append(_work_target(server, target, delay, stopping))
+            with self.db:
+                due = tasks.due_targets(self.conn, clock.now())
+            # One tmux call per server resolves every due target.
+            panes = {}
+            for server in {row["server"] for row in due}:
+                found = tmux.resolve_all(server, [r["target"] for r in due if r["server"] == server])
+                panes.update({(server, t): p for t, p in found.items()})
+            sem = threading.BoundedSemaphore(MAX_WORKERS)
+            threads = []
+            for row in due:
+                sem.acquire()
+                key = (row["server"], row["target"])
+                t = threading.Thread(target=self._work, args=(sem, *key, panes[key]),
+                                     daemon=True)
+                t.start()
+                threads.append(t)
+            for t in threads:
+                t.join()
+            return self.handled
+        finally:
+            self.conn.close()
+
+    def claim(self, server, target):
+        with self.db:
+            return tasks.claim(self.conn, server, target)
+
+    def finish(self, task, outcome, detail, pane_id):
+        with self.db:
+            tasks.finish(self.conn, task, outcome, detail, pane_id)
+            self.handled += 1
+
+    def _work(self, sem, server, target, pane):
+        try:
+            self._work_target(server, target, pane)
         finally:
             sem.release()
 
-    threads = []
-    for row in due:
-        sem.acquire()
-        t = threading.Thread(target=work, args=(row["server"], row["target"]), daemon=True)
-        t.start()
-        threads.append(t)
-    for t in threads:
-        t.join()
-    return sum(counts)
+    def _work_target(self, server, target, pane):
+        if isinstance(pane, tmux.Missing):
+            # Nothing to type into: every due occurrence gets its attempt logged and backs off.
+            while not self.stopped() and (claimed := self.claim(server, target)):
+                self.finish(claimed[0], "retry", str(pane), None)
+            return
+        fd = locks.open_lock(pane_lock_name(server, pane.id))
+        try:
+            # The pane was resolved just now; once we had to wait for another
+            # runner, resolve it again before typing: it may have changed.
+            fresh = locks.acquire(fd, blocking=False)
+            if not fresh:
+                locks.acquire(fd)
+            while not self.stopped() and (claimed := self.claim(server, target)):
+                task, action = claimed
+                outcome, detail, pane_id = deliver_one(server, target, task, self.delay,
+                                                       pane if fresh else None)
+                fresh = False
+                if outcome == "delivered" and action == "late":
+                    detail = f"late by {clock.fmt_duration(clock.now() - task['due'])} (caught up)"
+                self.finish(task, outcome, detail, pane_id)
+        finally:
+            os.close(fd)
 
 
-def _work_target(server, target, delay, stopping):
-    conn = store.connect()
-    handled = 0
-    try:
+def deliver_one(server, target, task, delay, pane=None):
+    """Type TASK's note into TARGET (PANE, if just resolved); return (outcome, detail, pane id)."""
+    if pane is None:
         try:
             pane = tmux.resolve(server, target)
         except tmux.Missing as e:
-            # Nothing to type into: every due occurrence gets its attempt logged and backs off.
-            while not (stopping and stopping.is_set()):
-                claimed = tasks.claim(conn, server, target)
-                if claimed is None:
-                    break
-                tasks.finish(conn, claimed[0], "retry", str(e))
-                handled += 1
-            return handled
-        with locks.held(pane_lock_name(server, pane.id)):
-            while not (stopping and stopping.is_set()):
-                claimed = tasks.claim(conn, server, target)
-                if claimed is None:
-                    break
-                task, action = claimed
-                outcome, detail, pane_id = deliver_one(server, target, task, delay)
-                if outcome == "delivered" and action == "late":
-                    detail = f"late by {clock.fmt_duration(clock.now() - task['due'])} (caught up)"
-                tasks.finish(conn, task, outcome, detail, pane_id)
-                handled += 1
-        return handled
-    finally:
-        conn.close()
-
-
-def deliver_one(server, target, task, delay):
-    """Type TASK's note into TARGET; return (outcome, detail, pane id)."""
-    try:
-        pane = tmux.resolve(server, target)  # again, under the lock: the pane may have changed
-    except tmux.Missing as e:
-        return "retry", str(e), None
+            return "retry", str(e), None
     if pane.is_shell:
         return "retry", f"no agent running in {target} (the pane runs {pane.command})", pane.id
     try:

@@ -75,6 +75,7 @@ MIGRATIONS = [
     ALTER TABLE tasks ADD COLUMN picked INTEGER NOT NULL DEFAULT 0;
     UPDATE tasks SET picked = 1 WHERE attempts > 0;
     CREATE INDEX attempts_at ON attempts(at);
+    CREATE INDEX tasks_target ON tasks(target, server, status, not_before)
     """,
     # 3: orchestrations (orch-lock new/ls/end/prune): one row per run of an agent
     # team; status is 'open' or 'ended' (by `end`); gone_since is when a prune
@@ -91,6 +92,73 @@ MIGRATIONS = [
         gone_since REAL
     );
     """,
+    # 4: orch-sync: the repositories it serves (hooks NULL: not installed), what
+    # the last pass found per worktree (state synced/updated/skipped/conflict),
+    # predicted conflicts per pair of branches (status open/resolved, notified =
+    # the files each side was told about), merge predictions by commit pair, and
+    # the tmux target of each worktree's agent
+    """
+    CREATE TABLE sync_repos (
+        repo       TEXT PRIMARY KEY,
+        top        TEXT NOT NULL,
+        bare       INTEGER NOT NULL DEFAULT 0,
+        hooks      TEXT,
+        base       TEXT,
+        policy     TEXT,
+        remote     TEXT,
+        remote_url TEXT,
+        last_pass  REAL,
+        last_event REAL,
+        error      TEXT,
+        updated    REAL NOT NULL
+    );
+    CREATE TABLE sync_worktrees (
+        repo      TEXT NOT NULL,
+        path      TEXT NOT NULL,
+        branch    TEXT,
+        head      TEXT,
+        base      TEXT,
+        ahead     INTEGER,
+        behind    INTEGER,
+        dirty     INTEGER,
+        state     TEXT NOT NULL,
+        reason    TEXT,
+        files     TEXT,
+        action    TEXT,
+        checked   REAL NOT NULL,
+        last_sync REAL,
+        PRIMARY KEY (repo, path)
+    );
+    CREATE TABLE sync_conflicts (
+        repo       TEXT NOT NULL,
+        a          TEXT NOT NULL,
+        b          TEXT NOT NULL,
+        a_head     TEXT NOT NULL,
+        b_head     TEXT NOT NULL,
+        a_worktree TEXT,
+        b_worktree TEXT,
+        files      TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        notified   TEXT,
+        first_seen REAL NOT NULL,
+        last_seen  REAL NOT NULL,
+        PRIMARY KEY (repo, a, b)
+    );
+    CREATE TABLE sync_predictions (
+        a     TEXT NOT NULL,
+        b     TEXT NOT NULL,
+        files TEXT NOT NULL,
+        at    REAL NOT NULL,
+        PRIMARY KEY (a, b)
+    );
+    CREATE INDEX sync_predictions_at ON sync_predictions(at);
+    CREATE TABLE sync_targets (
+        worktree TEXT PRIMARY KEY,
+        target   TEXT NOT NULL,
+        server   TEXT NOT NULL,
+        created  REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -98,8 +166,14 @@ def db_path():
     return os.path.join(paths.state_dir(), DB_NAME)
 
 
-def connect(path=None, migrate=True):
-    """Open the store (creating and migrating it as needed) and return the connection."""
+def connect(path=None, migrate=True, durable=True):
+    """Open the store (creating and migrating it as needed) and return the connection.
+
+    durable=False (synchronous=NORMAL) is for delivery passes: in WAL mode a
+    commit then survives a crash of the process but may be undone by a power
+    loss, which at worst repeats one delivery (the documented crash window),
+    and it keeps the many short claim/finish transactions of a pass cheap.
+    """
     path = path or db_path()
     if os.path.islink(path):
         raise OrchError(f"{path} is a symbolic link; refusing to open it", IOERR)
@@ -111,7 +185,7 @@ def connect(path=None, migrate=True):
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                check_same_thread=False)
         conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version != len(MIGRATIONS) and migrate:
             _migrate(conn)

@@ -126,6 +126,59 @@ def resolve(server, target):
     raise Missing(f"can't find pane: {target}")
 
 
+_ALL_FORMAT = ("#{session_name}\t#{window_index}\t#{window_name}\t#{window_active}\t"
+               "#{pane_index}\t#{pane_id}\t#{pane_active}\t#{pane_current_command}\t"
+               "#{pane_in_mode}")
+
+
+def resolve_all(server, targets):
+    """Resolve many targets with one tmux call: {target: Pane or Missing}.
+
+    The same exact rules as resolve(): session by name; window by index, else
+    by its whole name (more than one window of that name is an error, as in
+    tmux); the given pane index, else the active pane.
+    """
+    try:
+        listing = run(server, "list-panes", "-a", "-F", _ALL_FORMAT).decode(errors="replace")
+    except Missing as e:
+        return {t: e for t in targets}
+    panes = [line.split("\t") for line in listing.splitlines()]
+    panes = [p for p in panes if len(p) == 9]
+    result = {}
+    for target in targets:
+        result[target] = _match(target, panes)
+    return result
+
+
+def _match(target, panes):
+    if _PANE_ID.fullmatch(target):
+        rows = [p for p in panes if p[5] == target]
+        return Pane(rows[0][5], rows[0][7], rows[0][8] == "1") if rows else \
+            Missing(f"can't find pane: {target}")
+    m = _TARGET.fullmatch(target)
+    session, window, pane = m.group("session"), m.group("window"), m.group("pane")
+    rows = [p for p in panes if p[0] == session]
+    if not rows:
+        return Missing(f"can't find session: {session}")
+    if window:
+        by_index = [p for p in rows if p[1] == window] if window.isdigit() else []
+        by_name = [p for p in rows if p[2] == window]
+        if by_index:
+            rows = by_index
+        elif len({p[1] for p in by_name}) > 1:
+            return Missing(f"more than one window named {window}")
+        elif by_name:
+            rows = by_name
+        else:
+            return Missing(f"can't find window: {window}")
+    else:
+        rows = [p for p in rows if p[3] == "1"]
+    rows = [p for p in rows if (p[4] == pane if pane is not None else p[6] == "1")]
+    if not rows:
+        return Missing(f"can't find pane: {pane}")
+    return Pane(rows[0][5], rows[0][7], rows[0][8] == "1")
+
+
 def paste(server, pane_id, text):
     """Type TEXT into the pane literally, as one paste."""
     name = f"orch-{os.getpid()}-{next(_buffer_numbers)}"
