@@ -28,7 +28,7 @@ demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sh contrib/demo.sh
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check lib tests bench bin/orch-*
+	$(VENV)/bin/ruff check --line-length 100 --select E,F,W,B,I,UP --target-version py311 lib tests bench/* bin/orch-*
 	for page in man/*.[0-9]; do groff -mandoc -ww -z "$$page" || exit 1; done
 	$(VENV)/bin/shellcheck bin/schedule_with_note.sh hooks/* contrib/*.sh
 

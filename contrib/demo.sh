@@ -26,6 +26,7 @@ i=0; until [ -e "$work/received" ]; do i=$((i + 1)); [ $i -lt 200 ] || exit 1; s
 tmux_ list-windows -t demo -F '#{session_name}:#{window_name} runs #{pane_current_command}'
 
 say "schedule_with_note.sh 0.05 'Check the build; then run \$(make test)' demo:agent"
+# shellcheck disable=SC2016 # the $(...) is part of the note, typed literally
 schedule_with_note.sh 0.05 'Check the build; then run $(make test)' demo:agent
 
 say "orch-sched list (the daemon was started by the script)"

@@ -51,7 +51,8 @@ def test_defaults_and_environment(run, tmp_path):
     r = script("0.5", "x", env={"ORCH_DEFAULT_TARGET": "team:2"})
     assert r.returncode == 0, r.stderr
     first, second = sorted(tasks(run), key=lambda t: t["id"])
-    assert (first["target"], first["note"]) == ("tmux-orc:0", "SCHEDULED CHECK-IN: Standard check-in")
+    assert first["target"] == "tmux-orc:0"
+    assert first["note"] == "SCHEDULED CHECK-IN: Standard check-in"
     assert second["target"] == "team:2"
     assert "Scheduled for: 3 minutes" in note_file.read_text()
 

@@ -177,7 +177,7 @@ def print_table(rows, headers, width=80):
     room = max(width - sum(widths) - 2 * len(widths), 8)
     out = []
     for row in [headers, *rows]:
-        cells = [c + " " * (w - text_width(c)) for c, w in zip(row, widths)]
+        cells = [c + " " * (w - text_width(c)) for c, w in zip(row[:-1], widths, strict=True)]
         out.append("  ".join([*cells, truncate(row[-1], room)]).rstrip())
     sys.stdout.write("\n".join(out) + "\n")
 

@@ -204,7 +204,7 @@ def cmd_status(args):
                         "last_pass": clock.iso(float(last)) if last else None,
                         "pending": pending, "overdue": len(late), "healthy": healthy})
     else:
-        print(f"daemon: {'running, pid %d' % holder['pid'] if holder else 'not running'}")
+        print("daemon: " + (f"running, pid {holder['pid']}" if holder else "not running"))
         print(f"last pass: {clock.local(float(last)) if last else 'never'}")
         print(f"pending: {pending}")
         print(f"overdue: {len(late)}" + (f" ({', '.join(str(t['id']) for t in late)})"

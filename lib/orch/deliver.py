@@ -72,7 +72,8 @@ class Pass:
             # One tmux call per server resolves every due target.
             panes = {}
             for server in {row["server"] for row in due}:
-                found = tmux.resolve_all(server, [r["target"] for r in due if r["server"] == server])
+                targets = [r["target"] for r in due if r["server"] == server]
+                found = tmux.resolve_all(server, targets)
                 panes.update({(server, t): p for t, p in found.items()})
             sem = threading.BoundedSemaphore(MAX_WORKERS)
             threads = []

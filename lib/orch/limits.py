@@ -67,7 +67,8 @@ _TRAIL = re.compile(r"\s*\.?\s*(?:[·∙•|–—-]?\s*/[a-z].*)?", re.IGNORECA
 _BARE_TRAIL = re.compile(
     r"\s*(?:[.!]\s*)?(?:(?:[·∙•|,:;–—-]\s*)?(?:/[a-z]|(?:your\s+limit\s+will\s+)?resets?\b).*)?",
     re.IGNORECASE)
-_TRANSIENT = re.compile(r"api\s+error\b.*?(?:\b429\b|\b529\b|rate.?limit|overloaded)", re.IGNORECASE)
+_TRANSIENT = re.compile(r"api\s+error\b.*?(?:\b429\b|\b529\b|rate.?limit|overloaded)",
+                        re.IGNORECASE)
 # The menu's own option, not the /rate-limit-options command: that may sit typed, unsent, in
 # the prompt.
 _MENU = re.compile(
@@ -289,7 +290,8 @@ def _system_zone():
                 key = ""
             key = key.rpartition("zoneinfo/")[2] if "zoneinfo/" in key else ""
         else:
-            key = tz.removeprefix(":").rpartition("zoneinfo/")[2] or "UTC"  # an empty TZ is UTC to libc
+            # An empty TZ is UTC to libc.
+            key = tz.removeprefix(":").rpartition("zoneinfo/")[2] or "UTC"
         zone = _zoneinfo(key) if key else None
         # A POSIX TZ rule or a copied /etc/localtime has no IANA name: let libc do the arithmetic.
         _SYSTEM_ZONES[tz] = (zone, key) if zone is not None else (None, time.tzname[0])

@@ -56,12 +56,13 @@ def open_private(path, flags=os.O_RDWR | os.O_CREAT):
         return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     except OSError as e:
         if e.errno == 40:  # ELOOP: the last component is a symlink
-            raise OrchError(f"{path} is a symbolic link; refusing to follow it", CANTCREAT) from None
+            raise OrchError(f"{path} is a symbolic link; refusing to follow it",
+                            CANTCREAT) from None
         raise OrchError(f"cannot open {path}: {e.strerror}", CANTCREAT) from None
 
 
 def write_atomic(path, data):
-    """Replace PATH with DATA (bytes or str) so a reader sees the old or the new file, never half."""
+    """Replace PATH with DATA (bytes or str): a reader sees the old or the new file, never half."""
     if isinstance(data, str):
         data = data.encode()
     directory = os.path.dirname(os.path.abspath(path))

@@ -266,7 +266,8 @@ def get_meta(conn, key, default=None):
 
 def set_meta(conn, key, value):
     """Set one meta value in its own short transaction (or the caller's, if one is open)."""
-    sql = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+    sql = ("INSERT INTO meta(key, value) VALUES (?, ?) "
+           "ON CONFLICT(key) DO UPDATE SET value = excluded.value")
     if conn.in_transaction:
         conn.execute(sql, (key, str(value)))
     else:
