@@ -63,6 +63,8 @@ def stop_daemons(state):
     sys.path.insert(0, os.path.join(HERE, "..", "lib"))
     from orch import locks
     for path in holders.iterdir():
+        if path.name.startswith("."):  # a temporary record file, never a holder
+            continue
         record = locks.read_holder(path.name)
         if record:
             try:

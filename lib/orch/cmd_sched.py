@@ -11,6 +11,10 @@ Usage:
   orch-sched status [--json]
   orch-sched log [ID] [--limit=N] [--json | --porcelain]
   orch-sched prune [--older=DUR]
+  orch-sched limits [--json | --porcelain]
+  orch-sched limits clear ACCOUNT
+  orch-sched limits set ACCOUNT --until=TIME [--resume-note=TEXT]
+  orch-sched check [--json] TARGET
   orch-sched -h | --help
   orch-sched --version
 
@@ -31,6 +35,8 @@ Options:
   --detach           Start the daemon in the background if none runs; print its pid.
   --limit=N          Show the last N attempts [default: 50].
   --older=DUR        Prune finished tasks and log rows older than DUR [default: 30d].
+  --until=TIME       End of the suspension: HH:MM[:SS] or an ISO 8601 instant.
+  --resume-note=TEXT What to type into each limited window once the limit resets.
   -h --help          Show this help.
   --version          Show the version.
 """
@@ -39,14 +45,15 @@ import os
 import sys
 
 from . import __version__, cli, clock, store, tasks
-from .errors import DATAERR, NO, OrchError
+from .errors import DATAERR, NO, UNAVAILABLE, OrchError
 
 PROG = "orch-sched"
 
 
 def main(argv):
     args = cli.parse(__doc__, argv, f"{PROG} {__version__}", free={"add": 1})
-    for verb in ("add", "list", "show", "cancel", "run", "daemon", "status", "log", "prune"):
+    for verb in ("add", "list", "show", "cancel", "run", "daemon", "status", "log", "prune",
+                 "limits", "check"):
         if args.get(verb):
             return globals()[f"cmd_{verb}"](args)
     return 0
@@ -239,6 +246,67 @@ def cmd_prune(args):
     gone, rows = tasks.prune(store.connect(), age)
     print(f"pruned {gone} tasks and {rows} log rows", file=sys.stderr)
     return 0
+
+
+def cmd_limits(args):
+    from . import limits
+    conn = store.connect()
+    account = args.get("ACCOUNT")
+    if account is not None:
+        tasks.check_label(account, "account")
+    if args.get("clear"):
+        if not limits.clear(conn, account):
+            raise OrchError(f"account {account} is not suspended", NO)
+        tasks.wake()
+        return 0
+    if args.get("set"):
+        until = clock.parse_time(args["--until"], what="--until time")
+        note = args["--resume-note"]
+        if note is not None:
+            tasks.check_note(note)
+        limits.set_until(conn, account, until, note)
+        tasks.wake()
+        return 0
+    now = clock.now()
+    rows = [limits.account_json(a, panes, now) for a, panes in limits.listing(conn)]
+    if args["--json"]:
+        cli.print_json(rows)
+    elif args["--porcelain"]:
+        cli.print_porcelain((r["account"], r["state"], r["until"], r["left_s"], r["kind"],
+                             ",".join(r["windows"]), r["how"]) for r in rows)
+    else:
+        cli.print_table([(r["account"], r["state"], clock.local(_epoch(r["until"])),
+                          clock.fmt_duration(r["left_s"] or 0), r["kind"] or "",
+                          ",".join(r["windows"]), r["how"]) for r in rows],
+                        ["ACCOUNT", "STATE", "UNTIL", "LEFT", "KIND", "WINDOWS", "HOW"])
+    return 0
+
+
+def _epoch(iso):
+    from datetime import datetime
+    return datetime.fromisoformat(iso).timestamp() if iso else None
+
+
+def cmd_check(args):
+    from . import limits, tmux
+    target = args["TARGET"]
+    if target == "-":
+        data = sys.stdin.buffer.read() if sys.stdin else b""
+        screen = data.decode("utf-8", errors="replace")
+    else:
+        tmux.check_target(target)
+        server = tmux.server_from_env()
+        try:
+            screen = tmux.capture(server, tmux.resolve(server, target).id)
+        except tmux.Missing as e:
+            raise OrchError(f"{target}: {e}", UNAVAILABLE) from None
+    seen = limits.detect(screen, clock.now())
+    if args["--json"]:
+        cli.print_json(seen.as_json())
+    else:
+        for key, value in seen.as_json().items():
+            print(f"{key}: {'' if value is None else value}")
+    return 0 if seen.state == "ok" else NO
 
 
 def run():

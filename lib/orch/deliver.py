@@ -8,6 +8,10 @@ Rules:
   pane is serialised across every process, and p:0, p:0.0 and %3 are one pane.
 - A task is claimed only when its worker holds the pane and is about to type.
 - Never into a bare shell: the note would run as a command.
+- Never into a window that shows a usage-limit notice: its screen is captured
+  just before typing; a limit suspends the task's account (limits.py) and the
+  task is held, not counted as a failed attempt.  A rate-limit menu on screen
+  gets one Escape (which dismisses it; Enter could pick "Upgrade your plan").
 - Text goes in as one paste; Enter follows ORCH_ENTER_DELAY seconds later,
   because agents drop an Enter that arrives with the text.
 """
@@ -18,12 +22,13 @@ import sys
 import threading
 import time
 
-from . import clock, locks, store, tasks, tmux
+from . import clock, limits, locks, store, tasks, tmux
 from .errors import DATAERR, OrchError
 
 MAX_WORKERS = 128
 DAEMON_LOCK = "orch-sched.daemon"
-MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
+MAX_SLEEP = 60.0
+TRANSIENT_HOLD_S = 30.0  # an API rate-limit retry on screen: try again shortly  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
 
 
 def enter_delay():
@@ -68,6 +73,7 @@ class Pass:
     def run(self):
         try:
             with self.db:
+                limits.resume_due(self.conn, tmux.capture)
                 due = tasks.due_targets(self.conn, clock.now())
             # One tmux call per server resolves every due target.
             panes = {}
@@ -94,9 +100,21 @@ class Pass:
         with self.db:
             return tasks.claim(self.conn, server, target)
 
-    def finish(self, task, outcome, detail, pane_id):
+    def finish(self, task, result):
+        outcome, detail, pane_id, seen = result
         with self.db:
-            tasks.finish(self.conn, task, outcome, detail, pane_id)
+            if outcome == "limited":
+                with store.tx(self.conn):
+                    until = limits.suspend(self.conn, task["account"], seen, task["server"],
+                                           pane_id, task["target"])
+                tasks.hold(self.conn, task, until, f"usage limit ({seen.kind}): {seen.line}; "
+                           f"account {task['account']} suspended until {clock.iso(until)}",
+                           pane_id)
+            elif outcome == "transient":
+                tasks.hold(self.conn, task, clock.now() + TRANSIENT_HOLD_S,
+                           f"transient rate limit on screen: {seen.line}", pane_id)
+            else:
+                tasks.finish(self.conn, task, outcome, detail, pane_id)
             self.handled += 1
 
     def _work(self, sem, server, target, pane):
@@ -109,7 +127,7 @@ class Pass:
         if isinstance(pane, tmux.Missing):
             # Nothing to type into: every due occurrence gets its attempt logged and backs off.
             while not self.stopped() and (claimed := self.claim(server, target)):
-                self.finish(claimed[0], "retry", str(pane), None)
+                self.finish(claimed[0], ("retry", str(pane), None, None))
             return
         fd = locks.open_lock(pane_lock_name(server, pane.id))
         try:
@@ -120,32 +138,44 @@ class Pass:
                 locks.acquire(fd)
             while not self.stopped() and (claimed := self.claim(server, target)):
                 task, action = claimed
-                outcome, detail, pane_id = deliver_one(server, target, task, self.delay,
-                                                       pane if fresh else None)
+                result = deliver_one(server, target, task, self.delay, pane if fresh else None)
                 fresh = False
-                if outcome == "delivered" and action == "late":
-                    detail = f"late by {clock.fmt_duration(clock.now() - task['due'])} (caught up)"
-                self.finish(task, outcome, detail, pane_id)
+                if result[0] == "delivered" and action == "late":
+                    late = clock.fmt_duration(clock.now() - task["due"])
+                    result = ("delivered", f"late by {late} (caught up)", *result[2:])
+                self.finish(task, result)
         finally:
             os.close(fd)
 
 
 def deliver_one(server, target, task, delay, pane=None):
-    """Type TASK's note into TARGET (PANE, if just resolved); return (outcome, detail, pane id)."""
+    """Type TASK's note into TARGET (PANE, if just resolved).
+
+    Returns (outcome, detail, pane id, detection): outcome 'delivered',
+    'retry' (a failed attempt), 'limited' or 'transient' (the screen says so).
+    """
     if pane is None:
         try:
             pane = tmux.resolve(server, target)
         except tmux.Missing as e:
-            return "retry", str(e), None
+            return "retry", str(e), None, None
     if pane.is_shell:
-        return "retry", f"no agent running in {target} (the pane runs {pane.command})", pane.id
+        return ("retry", f"no agent running in {target} (the pane runs {pane.command})",
+                pane.id, None)
     try:
+        seen = limits.detect(tmux.capture(server, pane.id), clock.now())
+        if seen.state == "limited":
+            if seen.menu:
+                tmux.send_key(server, pane.id, "Escape")
+            return "limited", None, pane.id, seen
+        if seen.state == "transient":
+            return "transient", None, pane.id, seen
         tmux.paste(server, pane.id, task["note"])
         time.sleep(delay)
-        tmux.send_enter(server, pane.id)
+        tmux.send_key(server, pane.id, "Enter")
     except tmux.Missing as e:
-        return "retry", str(e), pane.id
-    return "delivered", None, pane.id
+        return "retry", str(e), pane.id, None
+    return "delivered", None, pane.id, None
 
 
 def dry_run():
@@ -153,11 +183,7 @@ def dry_run():
     conn = store.connect()
     try:
         now = clock.now()
-        rows = conn.execute(
-            "SELECT * FROM tasks WHERE (status = 'pending' AND not_before <= :now) OR "
-            "(status = 'running' AND lease_until <= :now) ORDER BY not_before, id",
-            {"now": now}).fetchall()
-        return [(row, tasks.plan(row, now)) for row in rows]
+        return [(row, tasks.plan(row, now)) for row in tasks.claimable(conn, now)]
     finally:
         conn.close()
 

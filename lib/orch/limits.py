@@ -29,7 +29,7 @@ import re
 import time
 from collections import namedtuple
 
-from . import clock
+from . import clock, store
 
 # ---------------------------------------------------------------------------------------------
 # Screen detection: a pure function of the screen text, the clock and the local zone.
@@ -296,3 +296,140 @@ def _system_zone():
         # A POSIX TZ rule or a copied /etc/localtime has no IANA name: let libc do the arithmetic.
         _SYSTEM_ZONES[tz] = (zone, key) if zone is not None else (None, time.tzname[0])
     return _SYSTEM_ZONES[tz]
+
+
+# --- Account suspension -------------------------------------------------------
+# Rules: an account is suspended when a window of its agents shows a limit
+# notice, until the reset read from the screen plus MARGIN_S, or, when the
+# screen gives no reset, for BACKOFF_MIN_S doubling to BACKOFF_MAX_S.  While
+# suspended, none of its tasks is claimed (tasks.claim reads this table), so
+# no exhausted window is typed into.  The windows found limited are kept; once
+# the suspension has ended, each whose screen is clear again gets one resume
+# message (a task, staggered by RESUME_STAGGER_S), and one still limited
+# suspends the account again.  since..until stays recorded after the
+# suspension ends: a task due in it was held, and is never skipped as missed.
+
+MARGIN_S = 120.0
+BACKOFF_MIN_S = 300.0
+BACKOFF_MAX_S = 3600.0
+RESUME_STAGGER_S = 5.0
+RESUME_NOTE = "Usage limit has reset. Please continue where you left off."
+
+
+def suspend(conn, account, detection, server=None, pane=None, target=None, now=None,
+            how=None):
+    """Record that ACCOUNT is out of credits (call inside a transaction); return until."""
+    now = clock.now() if now is None else now
+    row = conn.execute("SELECT * FROM accounts WHERE name = ?", (account,)).fetchone()
+    backoff = None
+    if detection.reset is not None and detection.reset + MARGIN_S > now + 60:
+        until = detection.reset + MARGIN_S
+    else:
+        # No reset time, or the notice outlived it: back off, doubling.
+        previous = row["backoff_s"] if row is not None and row["state"] == "suspended" else None
+        backoff = min(previous * 2, BACKOFF_MAX_S) if previous else BACKOFF_MIN_S
+        until = now + backoff
+    since = row["since"] if row is not None and row["state"] == "suspended" else now
+    conn.execute(
+        "INSERT INTO accounts (name, state, since, until, reset, kind, how, backoff_s, updated) "
+        "VALUES (:name, 'suspended', :since, :until, :reset, :kind, :how, :backoff, :now) "
+        "ON CONFLICT(name) DO UPDATE SET state = 'suspended', since = :since, until = :until, "
+        "reset = :reset, kind = :kind, how = :how, backoff_s = :backoff, updated = :now",
+        {"name": account, "since": since, "until": until, "reset": detection.reset,
+         "kind": detection.kind, "how": how or f"screen of {target}", "backoff": backoff,
+         "now": now})
+    if pane is not None:
+        conn.execute("INSERT INTO limited_panes (account, server, pane, target, seen) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT(account, server, pane) DO UPDATE SET "
+                     "state = 'waiting', target = excluded.target, seen = excluded.seen",
+                     (account, server, pane, target, now))
+    return until
+
+
+def set_until(conn, account, until, resume_note=None, now=None):
+    """A suspension learned elsewhere (orch-sched limits set)."""
+    now = clock.now() if now is None else now
+    with store.tx(conn):
+        conn.execute(
+            "INSERT INTO accounts (name, state, since, until, how, resume_note, updated) "
+            "VALUES (:name, 'suspended', :now, :until, 'set by hand', :note, :now) "
+            "ON CONFLICT(name) DO UPDATE SET state = 'suspended', since = :now, until = :until, "
+            "reset = NULL, kind = NULL, how = 'set by hand', backoff_s = NULL, "
+            "resume_note = COALESCE(:note, resume_note), updated = :now",
+            {"name": account, "until": until, "note": resume_note, "now": now})
+
+
+def clear(conn, account, now=None):
+    """Lift a suspension by hand; False if ACCOUNT is not suspended."""
+    now = clock.now() if now is None else now
+    with store.tx(conn):
+        cur = conn.execute("UPDATE accounts SET state = 'ok', until = ?, backoff_s = NULL, "
+                           "updated = ? WHERE name = ? AND state = 'suspended'",
+                           (now, now, account))
+        conn.execute("DELETE FROM limited_panes WHERE account = ?", (account,))
+    return cur.rowcount > 0
+
+
+def listing(conn, include_ok=False):
+    """Accounts (suspended ones, or all) with the windows involved."""
+    where = "" if include_ok else "WHERE state = 'suspended'"
+    accounts = conn.execute(f"SELECT * FROM accounts {where} ORDER BY name").fetchall()
+    panes = {}
+    for p in conn.execute("SELECT * FROM limited_panes ORDER BY target"):
+        panes.setdefault(p["account"], []).append(p)
+    return [(a, panes.get(a["name"], [])) for a in accounts]
+
+
+def resume_due(conn, capture, now=None):
+    """Handle every suspension that has ended (call from a delivery pass).
+
+    CAPTURE(server, pane) returns a pane's screen (or raises).  A clear window
+    gets one resume task, a limited one suspends its account again; an account
+    none of whose windows is still waiting becomes ok.  Returns the ids of the
+    resume tasks added.
+    """
+    from . import tasks
+    now = clock.now() if now is None else now
+    added = []
+    ended = conn.execute("SELECT * FROM accounts WHERE state = 'suspended' AND until <= ?",
+                         (now,)).fetchall()
+    for account in ended:
+        name = account["name"]
+        waiting = conn.execute("SELECT * FROM limited_panes WHERE account = ? AND "
+                               "state = 'waiting' ORDER BY target", (name,)).fetchall()
+        note = account["resume_note"] or os.environ.get("ORCH_RESUME_NOTE") or RESUME_NOTE
+        stagger = 0
+        for pane in waiting:
+            try:
+                screen = capture(pane["server"], pane["pane"])
+            except Exception:  # noqa: BLE001 - the window is gone: nothing to resume
+                screen = None
+            seen = detect(screen, now) if screen is not None else None
+            with store.tx(conn):
+                if seen is not None and seen.state == "limited":
+                    suspend(conn, name, seen, pane["server"], pane["pane"], pane["target"], now)
+                    break
+                conn.execute("UPDATE limited_panes SET state = 'resumed' WHERE account = ? AND "
+                             "server = ? AND pane = ?", (name, pane["server"], pane["pane"]))
+            if seen is not None:
+                added.append(tasks.add(conn, pane["pane"], pane["server"], note,
+                                       now + stagger * RESUME_STAGGER_S, account=name,
+                                       key=f"resume:{name}:{pane['server']}:{pane['pane']}"))
+                stagger += 1
+        else:
+            with store.tx(conn):
+                conn.execute("UPDATE accounts SET state = 'ok', backoff_s = NULL, updated = ? "
+                             "WHERE name = ? AND state = 'suspended' AND until <= ?",
+                             (now, name, now))
+                conn.execute("DELETE FROM limited_panes WHERE account = ? AND "
+                             "state = 'resumed'", (name,))
+    return added
+
+
+def account_json(account, panes, now=None):
+    now = clock.now() if now is None else now
+    return {"account": account["name"], "state": account["state"],
+            "until": clock.iso(account["until"]), "reset": clock.iso(account["reset"]),
+            "left_s": max(0, round(account["until"] - now)) if account["until"] else None,
+            "kind": account["kind"], "how": account["how"],
+            "windows": [p["target"] for p in panes]}

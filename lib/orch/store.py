@@ -159,6 +159,32 @@ MIGRATIONS = [
         created  REAL NOT NULL
     );
     """,
+    # 5: usage limits: accounts suspended while their agents are out of
+    # credits (state ok/suspended; since..until is the latest suspension,
+    # kept after it ends), and the panes found limited, each resumed once
+    """
+    CREATE TABLE accounts (
+        name        TEXT PRIMARY KEY,
+        state       TEXT NOT NULL DEFAULT 'ok',
+        since       REAL,
+        until       REAL,
+        reset       REAL,
+        kind        TEXT,
+        how         TEXT,
+        backoff_s   REAL,
+        resume_note TEXT,
+        updated     REAL NOT NULL
+    );
+    CREATE TABLE limited_panes (
+        account TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+        server  TEXT NOT NULL,
+        pane    TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        state   TEXT NOT NULL DEFAULT 'waiting',
+        seen    REAL NOT NULL,
+        PRIMARY KEY (account, server, pane)
+    );
+    """,
 ]
 
 

@@ -32,6 +32,16 @@ RETRY_CAP_S = 900.0
 MAX_NOTE = 1 << 20
 WAKE_FIFO = "wake"
 
+# An occurrence a runner may claim at :now -- due (or its lease expired), and
+# its account not suspended for a usage limit (see limits.py).
+CLAIMABLE = """((status = 'pending' AND not_before <= :now) OR
+    (status = 'running' AND lease_until <= :now)) AND NOT EXISTS (
+    SELECT 1 FROM accounts a WHERE a.name = tasks.account AND a.state = 'suspended'
+    AND a.until > :now)"""
+# Each task with the latest suspension of its account (held_since..held_until).
+WITH_HOLD = """SELECT tasks.*, a.since AS held_since, a.until AS held_until
+    FROM tasks LEFT JOIN accounts a ON a.name = tasks.account"""
+
 COLUMNS = ("id", "target", "server", "note", "due", "every_s", "key", "account", "status",
            "attempts", "not_before", "lease_until", "reason", "created", "updated",
            "catch_up", "grace_s", "retries", "picked")
@@ -143,18 +153,25 @@ def attempts(conn, task_id=None, limit=50):
 
 def due_targets(conn, now):
     """The (server, target) pairs with an occurrence that may be claimed now."""
-    return conn.execute(
-        "SELECT DISTINCT server, target FROM tasks WHERE "
-        "(status = 'pending' AND not_before <= :now) OR "
-        "(status = 'running' AND lease_until <= :now) ORDER BY server, target",
-        {"now": now}).fetchall()
+    return conn.execute(f"SELECT DISTINCT server, target FROM tasks WHERE {CLAIMABLE} "
+                        "ORDER BY server, target", {"now": now}).fetchall()
+
+
+def claimable(conn, now):
+    """Every occurrence a pass could claim at NOW (for a dry run)."""
+    return conn.execute(f"{WITH_HOLD} WHERE {CLAIMABLE} ORDER BY not_before, tasks.id",
+                        {"now": now}).fetchall()
 
 
 def next_wakeup(conn):
     """The earliest time at which something may become claimable, or None."""
     row = conn.execute(
-        "SELECT MIN(t) FROM (SELECT MIN(not_before) AS t FROM tasks WHERE status = 'pending' "
-        "UNION ALL SELECT MIN(lease_until) FROM tasks WHERE status = 'running')").fetchone()
+        "SELECT MIN(t) FROM ("
+        "SELECT MIN(MAX(t.not_before, COALESCE(CASE WHEN a.state = 'suspended' THEN a.until "
+        "END, 0))) AS t FROM tasks t LEFT JOIN accounts a ON a.name = t.account "
+        "WHERE t.status = 'pending' "
+        "UNION ALL SELECT MIN(lease_until) FROM tasks WHERE status = 'running' "
+        "UNION ALL SELECT MIN(until) FROM accounts WHERE state = 'suspended')").fetchone()
     return row[0]
 
 
@@ -165,10 +182,20 @@ def next_occurrence(due, every_s, now):
     return due + (int((now - due) // every_s) + 1) * every_s
 
 
+def was_held(task, now):
+    """True if TASK's account was suspended at some time between its due time and NOW."""
+    since, until = task["held_since"], task["held_until"]
+    return since is not None and since <= now and (until is None or until >= task["due"])
+
+
 def plan(task, now):
-    """What a pass does with a claimable task at NOW: 'deliver', 'late' or 'miss'."""
+    """What a pass does with a claimable task at NOW: 'deliver', 'late' or 'miss'.
+
+    Catch-up applies only to an occurrence first picked up more than its grace
+    late; one already attempted, or held for a usage limit, is delivered.
+    """
     late = now - task["due"]
-    if task["picked"] or late <= task["grace_s"]:
+    if task["picked"] or late <= task["grace_s"] or was_held(task, now):
         return "deliver"
     return "late" if task["catch_up"] == "once" else "miss"
 
@@ -183,10 +210,8 @@ def claim(conn, server, target, now=None, lease=LEASE_S):
     with store.tx(conn):
         while True:
             task = conn.execute(
-                "SELECT * FROM tasks WHERE server = :server AND target = :target AND "
-                "((status = 'pending' AND not_before <= :now) OR "
-                "(status = 'running' AND lease_until <= :now)) "
-                "ORDER BY not_before, id LIMIT 1",
+                f"{WITH_HOLD} WHERE server = :server AND target = :target AND {CLAIMABLE} "
+                "ORDER BY not_before, tasks.id LIMIT 1",
                 {"server": server, "target": target, "now": now}).fetchone()
             if task is None:
                 return None
@@ -295,8 +320,9 @@ def prune(conn, age_s, now=None):
 def overdue(conn, now=None):
     """Pending occurrences never attempted and past due + grace (held or backing off: not)."""
     now = clock.now() if now is None else now
-    return conn.execute("SELECT * FROM tasks WHERE status = 'pending' AND picked = 0 AND "
+    rows = conn.execute(f"{WITH_HOLD} WHERE status = 'pending' AND picked = 0 AND "
                         "due + grace_s < ? ORDER BY due", (now,)).fetchall()
+    return [t for t in rows if not was_held(t, now)]
 
 
 # --- waking the daemon --------------------------------------------------------

@@ -196,8 +196,9 @@ def paste(server, pane_id, text):
         raise
 
 
-def send_enter(server, pane_id):
-    run(server, "send-keys", "-t", pane_id, "Enter")
+def send_key(server, pane_id, key="Enter"):
+    """Press one named key (Enter, Escape) in the pane: never text."""
+    run(server, "send-keys", "-t", pane_id, key)
 
 
 def capture(server, pane_id):

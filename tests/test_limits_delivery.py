@@ -1,0 +1,196 @@
+"""Usage limits end to end: a limited window holds its account, everyone resumes after the reset."""
+
+import json
+import os
+
+from conftest import wait_until
+
+T0 = 1795636800.0   # 2026-11-25T20:00:00Z; TZ is UTC in tests
+MIN = 60.0
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "usage-limit")
+PROMPT = "● Done.\n\n╭────────────╮\n│ >          │\n╰────────────╯\n"
+LIMIT = ("● Working on it.\n\n  ⎿  You've hit your limit · resets 9pm (UTC)\n\n"
+         "╭────────────╮\n│ >          │\n╰────────────╯\n")
+NO_RESET = "● Working on it.\n\n  ⎿  Claude usage limit reached.\n\n> \n"
+
+
+def at(t):
+    return {"ORCH_NOW": repr(t)}
+
+
+def add(run, *args, t=T0):
+    r = run("orch-sched", "add", *args, env=at(t))
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout)
+
+
+def run_pass(run, t):
+    r = run("orch-sched", "run", env=at(t))
+    assert r.returncode == 0, r.stderr
+
+
+def show(run, task_id):
+    r = run("orch-sched", "show", "--json", str(task_id))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def limits_json(run, t):
+    r = run("orch-sched", "limits", "--json", env=at(t))
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+class Screen:
+    """A screen file shown by a stand-in agent; set() waits until tmux shows it."""
+
+    def __init__(self, tmux, tmp_path, name, text):
+        self.tmux, self.path = tmux, tmp_path / f"{name}.screen"
+        self.path.write_text(text)
+
+    def set(self, agent, text):
+        self.path.write_text(text)
+        marker = [line for line in text.splitlines() if line.strip()][-1].strip()
+        wait_until(lambda: marker in self.tmux("capture-pane", "-p", "-t", agent.pane),
+                   what="the agent to redraw")
+
+
+def agent_with_screen(tmux, tmp_path, session, text):
+    screen = Screen(tmux, tmp_path, session, text)
+    agent = tmux.agent(session, "w", screen=str(screen.path))
+    agent.pane = tmux("list-panes", "-t", f"={session}:=w", "-F", "#{pane_id}").strip()
+    marker = [line for line in text.splitlines() if line.strip()][-1].strip()
+    wait_until(lambda: marker in tmux("capture-pane", "-p", "-t", agent.pane),
+               what="the agent's first screen")
+    return agent, screen
+
+
+def test_limit_holds_the_account_and_everyone_resumes_once(tmux, run, tmp_path):
+    limited, limited_screen = agent_with_screen(tmux, tmp_path, "alpha", LIMIT)
+    other, _ = agent_with_screen(tmux, tmp_path, "beta", PROMPT)
+    held = add(run, "--account", "team", limited.target, "check alpha")
+    later = add(run, "--account", "team", "--in", "1m", other.target, "check beta")
+    elsewhere = add(run, "--account", "solo", "--in", "1m", other.target, "other account")
+
+    run_pass(run, T0)
+    t = show(run, held)
+    assert t["status"] == "pending" and t["attempts"] == 0
+    assert t["log"][-1]["outcome"] == "held" and "usage limit" in t["log"][-1]["detail"]
+    [acct] = limits_json(run, T0)
+    assert (acct["account"], acct["state"], acct["until"]) == (
+        "team", "suspended", "2026-11-25T21:02:00Z")
+    assert acct["windows"] == [limited.target] and acct["reset"] == "2026-11-25T21:00:00Z"
+
+    run_pass(run, T0 + 5 * MIN)       # beta's check-in is due, but its account is held
+    assert other.wait_received(b"other account\r") == b"other account\r"
+    assert show(run, later)["status"] == "pending"
+    r = run("orch-sched", "status", "--json", env=at(T0 + 50 * MIN))
+    assert json.loads(r.stdout)["overdue"] == 0   # held, not overdue
+    assert limited.received() == b""
+    assert show(run, elsewhere)["status"] == "done"
+
+    limited_screen.set(limited, PROMPT)
+    run_pass(run, T0 + 63 * MIN)      # after the reset and its margin
+    note = b"Usage limit has reset. Please continue where you left off.\r"
+    got = limited.wait_received(note + b"check alpha\r")
+    assert sorted(got.split(b"\r")[:-1]) == sorted([note[:-1], b"check alpha"])
+    assert other.wait_received(b"other account\rcheck beta\r") == b"other account\rcheck beta\r"
+    assert show(run, held)["status"] == "done" and show(run, later)["status"] == "done"
+    assert limits_json(run, T0 + 63 * MIN) == []
+
+    run_pass(run, T0 + 70 * MIN)
+    assert limited.received() == got and b"Usage" not in other.received()
+
+
+def test_a_notice_still_there_after_the_reset_suspends_again_with_backoff(tmux, run, tmp_path):
+    agent, _ = agent_with_screen(tmux, tmp_path, "stuck", NO_RESET)
+    task_id = add(run, agent.target, "are you there")
+    run_pass(run, T0)
+    [acct] = limits_json(run, T0)
+    assert acct["until"] == "2026-11-25T20:05:00Z"    # no reset on screen: 5 min
+    run_pass(run, T0 + 6 * MIN)
+    [acct] = limits_json(run, T0 + 6 * MIN)
+    assert acct["until"] == "2026-11-25T20:16:00Z"    # still limited: 10 min
+    run_pass(run, T0 + 17 * MIN)
+    [acct] = limits_json(run, T0 + 17 * MIN)
+    assert acct["until"] == "2026-11-25T20:37:00Z"    # then 20
+    assert agent.received() == b""
+    t = show(run, task_id)
+    assert t["status"] == "pending" and t["attempts"] == 0
+
+
+def test_the_rate_limit_menu_gets_one_escape_and_no_text(tmux, run, tmp_path):
+    with open(os.path.join(DATA, "v2-extra-usage-menu.txt")) as f:
+        menu = f.read().split("---\n", 1)[1]
+    agent, _ = agent_with_screen(tmux, tmp_path, "menu", menu)
+    task_id = add(run, agent.target, "1")
+    run_pass(run, T0)
+    assert agent.wait_received(b"\x1b") == b"\x1b"
+    run_pass(run, T0 + MIN)
+    assert agent.received() == b"\x1b"
+    [acct] = limits_json(run, T0)
+    assert acct["kind"] == "extra-usage"
+    assert show(run, task_id)["status"] == "pending"
+
+
+def test_limit_text_quoted_in_scrollback_does_not_hold(tmux, run, tmp_path):
+    with open(os.path.join(DATA, "neg-quoted-in-scrollback.txt")) as f:
+        screen = f.read().split("---\n", 1)[1]
+    agent, _ = agent_with_screen(tmux, tmp_path, "quoted", screen)
+    task_id = add(run, agent.target, "carry on")
+    run_pass(run, T0)
+    assert agent.wait_received(b"carry on\r") == b"carry on\r"
+    assert show(run, task_id)["status"] == "done" and limits_json(run, T0) == []
+
+
+def test_transient_rate_limit_holds_briefly_without_suspending(tmux, run, tmp_path):
+    with open(os.path.join(DATA, "neg-api-429.txt")) as f:
+        screen = f.read().split("---\n", 1)[1]
+    agent, agent_screen = agent_with_screen(tmux, tmp_path, "busy", screen)
+    task_id = add(run, agent.target, "after the retry")
+    run_pass(run, T0)
+    t = show(run, task_id)
+    assert t["status"] == "pending" and t["attempts"] == 0
+    assert t["not_before"] == "2026-11-25T20:00:30Z" and limits_json(run, T0) == []
+    agent_screen.set(agent, PROMPT)
+    run_pass(run, T0 + 31)
+    assert agent.wait_received(b"after the retry\r") == b"after the retry\r"
+
+
+def test_a_held_task_is_never_skipped_by_its_catch_up_policy(tmux, run, tmp_path):
+    agent, screen = agent_with_screen(tmux, tmp_path, "skip", LIMIT)
+    task_id = add(run, "--catch-up", "skip", agent.target, "held, not missed")
+    run_pass(run, T0)
+    screen.set(agent, PROMPT)
+    run_pass(run, T0 + 3 * 60 * MIN)   # hours late, far past the grace
+    assert agent.wait_received(b"held, not missed\r").endswith(b"held, not missed\r")
+    assert show(run, task_id)["status"] == "done"
+
+
+def test_limits_set_and_clear_by_hand(tmux, run, tmp_path):
+    agent, _ = agent_with_screen(tmux, tmp_path, "hand", PROMPT)
+    task_id = add(run, "--account", "acct", agent.target, "wait for it")
+    r = run("orch-sched", "limits", "set", "acct", "--until", "2026-11-25T22:00:00Z",
+            env=at(T0))
+    assert r.returncode == 0 and r.stdout == ""
+    run_pass(run, T0 + MIN)
+    assert agent.received() == b"" and show(run, task_id)["log"] == []
+    r = run("orch-sched", "limits", "--porcelain", env=at(T0 + MIN))
+    assert r.stdout.split("\t")[:4] == ["acct", "suspended", "2026-11-25T22:00:00Z", "7140"]
+    assert run("orch-sched", "limits", "clear", "acct", env=at(T0 + MIN)).returncode == 0
+    assert run("orch-sched", "limits", "clear", "acct", env=at(T0 + MIN)).returncode == 1
+    run_pass(run, T0 + 2 * MIN)
+    assert agent.wait_received(b"wait for it\r") == b"wait for it\r"
+
+
+def test_check_reports_what_the_detector_sees(tmux, run, tmp_path):
+    agent, _ = agent_with_screen(tmux, tmp_path, "chk", LIMIT)
+    r = run("orch-sched", "check", "--json", agent.target, env=at(T0))
+    assert r.returncode == 1
+    seen = json.loads(r.stdout)
+    assert (seen["state"], seen["kind"], seen["reset"], seen["menu"]) == (
+        "limited", "unknown", "2026-11-25T21:00:00Z", False)
+    r = run("orch-sched", "check", "--json", "-", stdin=PROMPT, env=at(T0))
+    assert r.returncode == 0 and json.loads(r.stdout)["state"] == "ok"
+    r = run("orch-sched", "check", "chk:nosuch")
+    assert r.returncode == 69 and "error" in r.stderr
