@@ -236,13 +236,15 @@ def test_who_sees_a_lock_taken_by_flock_1(run, hermetic, tmp_path):
     path = lock_file(hermetic, "shared")
     path.touch()
     # -o: sleep does not inherit the lock, so killing flock(1) frees it.
-    p = subprocess.Popen(["flock", "-o", str(path), "sleep", "60"], stdin=subprocess.DEVNULL)
+    # Its own process group, so that both flock(1) and its sleep end with the test.
+    p = subprocess.Popen(["flock", "-o", str(path), "sleep", "60"], stdin=subprocess.DEVNULL,
+                         start_new_session=True)
     try:
         wait_until(lambda: held(run, "shared"), what="flock(1) to take the lock")
         r = run("orch-lock", "who", "shared", "--porcelain")
         assert r.returncode == 0 and r.stdout.split("\t")[:2] == ["shared", str(p.pid)]
     finally:
-        p.kill()
+        os.killpg(p.pid, signal.SIGKILL)
         p.wait()
     assert run("orch-lock", "who", "shared").returncode == 1
 
