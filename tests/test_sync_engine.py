@@ -123,6 +123,17 @@ def test_rebase_policy_rewrites_only_unpublished_commits(run, repo):
     assert repo.head("a2") == kept
     assert repo.contains("a1", first) is False  # rewritten, as the policy says (reflog keeps it)
 
+    # A replay that would conflict is never started.
+    repo.commit("a1", {"shared": "1\nA1\n3\n"})
+    mine = repo.head("a1")
+    before = snapshot(repo.path("a1"))
+    repo.commit("main", {"shared": "1\nMAIN\n3\n"})
+    res = run("orch-sync", "now", f"--repo={repo.main}", "--json")
+    rows = {os.path.basename(r["path"]): r for r in json.loads(res.stdout)}
+    assert res.returncode == 1 and rows["a1"]["state"] == "conflict"
+    assert rows["a1"]["files"] == ["shared"]
+    assert repo.head("a1") == mine and snapshot(repo.path("a1")) == before
+
 
 @pytest.mark.parametrize("kind", ["unstaged", "staged", "untracked"])
 def test_a_dirty_worktree_is_left_untouched_byte_for_byte(run, repo, kind):
@@ -166,6 +177,22 @@ def test_ignored_files_are_not_changes_and_are_never_overwritten(run, repo):
         assert f.read() == "the agent's own settings\n"
     assert repo.head("a1") != repo.head("main")
     assert git(a1, "status", "--porcelain") == ""
+
+
+def test_a_worktree_whose_index_is_locked_is_left_alone(run, repo):
+    a1 = repo.path("a1")
+    lock = os.path.join(git(a1, "rev-parse", "--absolute-git-dir"), "index.lock")
+    write(lock, "")  # an agent's git command is running there
+    before = snapshot(a1)
+    repo.commit("main", {"base": "b\n"})
+    res = run("orch-sync", "now", f"--repo={repo.main}", "--json")
+    assert res.returncode == 1
+    rows = {os.path.basename(r["path"]): r for r in json.loads(res.stdout)}
+    assert rows["a1"]["reason"] == "a git command is running in it (index.lock exists)"
+    assert snapshot(a1) == before and os.path.exists(lock)
+    os.unlink(lock)
+    assert run("orch-sync", "now", f"--repo={repo.main}").returncode == 0
+    assert repo.head("a1") == repo.head("main")
 
 
 def test_worktrees_mid_operation_or_detached_are_left_alone(run, repo):

@@ -85,7 +85,7 @@ def cmd_uninstall(args):
 
 def cmd_run(args):
     conn = store.connect()
-    failed = worktrees.run_events(conn, _installed_repos(args, conn))
+    failed = worktrees.run_events(_installed_repos(args, conn))
     for top, message in failed:
         print(f"{PROG}: error: {top}: {message}", file=sys.stderr)
     return NO if failed else 0

@@ -34,10 +34,8 @@ Rules:
   been told about, once per side.
 """
 
-import hashlib
-import json
+import _thread
 import os
-import threading
 import time
 
 from . import clock, git, locks, paths, store
@@ -60,7 +58,9 @@ IN_PROGRESS = (("rebase-merge", "rebase"), ("rebase-apply", "rebase or am"),
                ("REVERT_HEAD", "revert"), ("sequencer", "cherry-pick or revert"),
                ("BISECT_LOG", "bisect"))
 
-_status_file_lock = threading.Lock()
+# (_thread rather than threading, and json, hashlib and threading imported where
+# used: every orch-sync verb imports this module, and start-up time matters.)
+_status_file_lock = _thread.allocate_lock()
 
 
 # --- hooks ---------------------------------------------------------------------
@@ -227,6 +227,7 @@ def uninstall(conn, repo):
 # --- repositories and events ------------------------------------------------------
 
 def repo_key(repo):
+    import hashlib
     return hashlib.sha1(repo.common_dir.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
@@ -616,6 +617,13 @@ def _move(ctx, wt, gitdir, o, new, action, detail):
     return o
 
 
+def _context(repo):
+    try:
+        return Context(repo)
+    except git.GitError as e:
+        raise OrchError(f"{repo.top}: cannot read its configuration: {e}", UNAVAILABLE) from None
+
+
 def _worktrees(ctx):
     try:
         trees = [w for w in git.worktrees(ctx.cwd) if not w.bare]
@@ -655,7 +663,7 @@ def _ignored_in_the_way(path, old, new):
 def sync_pass(conn, repo, lines=()):
     """One pass over every worktree of REPO: sync, predict, record, tell.  Returns
     (outcomes, pairs)."""
-    ctx = Context(repo)
+    ctx = _context(repo)
     trees = _worktrees(ctx)
     ctx.resolve(trees)
     outcomes = _parallel(lambda wt: look_and_sync(ctx, wt), trees)
@@ -668,6 +676,7 @@ def sync_pass(conn, repo, lines=()):
 
 
 def _parallel(fn, items):
+    import threading
     if len(items) <= 1:
         return [fn(item) for item in items]
     results = [None] * len(items)
@@ -709,6 +718,7 @@ def matrix(conn, ctx, outcomes, cached=True):
 
     Returns dicts {a, b, a_head, b_head, clean, files, error}.
     """
+    import json
     found = nodes(ctx, outcomes)
     agents, base = found[:-1], found[-1]
     wanted = [(x, y) for i, x in enumerate(agents) for y in agents[i + 1:]]
@@ -747,7 +757,7 @@ def matrix(conn, ctx, outcomes, cached=True):
 
 def conflicts_now(conn, repo):
     """Compute the conflict matrix afresh (no sync); record it; return (ctx, pairs)."""
-    ctx = Context(repo)
+    ctx = _context(repo)
     trees = _worktrees(ctx)
     ctx.resolve(trees)
     if ctx.error:
@@ -763,6 +773,7 @@ def conflicts_now(conn, repo):
 # --- recording -------------------------------------------------------------------------
 
 def record(conn, ctx, outcomes, pairs, now, lines=()):
+    import json
     repo = ctx.repo
     register(conn, repo)
     with store.tx(conn):
@@ -797,6 +808,7 @@ def record(conn, ctx, outcomes, pairs, now, lines=()):
 
 
 def _record_conflicts(conn, ctx, pairs, now):
+    import json
     repo = ctx.repo.common_dir
     current = set()
     for p in pairs:
@@ -841,6 +853,9 @@ def _conflict_note(row, side, files):
 
 def notify(conn, ctx, outcomes=None):
     """Tell mapped agents about open conflicts with files they were not told about."""
+    import hashlib
+    import json
+
     from . import tasks
     repo = ctx.repo.common_dir
     rows = conn.execute("SELECT * FROM sync_conflicts WHERE repo = ? AND status = 'open'",
@@ -896,7 +911,7 @@ def process(repo, force=False, once=False, stopping=None):
     return results
 
 
-def run_events(conn, repos, stopping=None, rounds=3):
+def run_events(repos, stopping=None, rounds=3):
     """Process the recorded events of REPOS, in parallel across repositories; repeat
     while a pass gave another repository an event (clones of one remote).  Returns
     a list of (repo, error message) for repositories that failed."""
@@ -911,6 +926,7 @@ def run_events(conn, repos, stopping=None, rounds=3):
 
 
 def _parallel_repos(repos, stopping):
+    import threading
     errors = {}
 
     def work(repo):
@@ -931,6 +947,7 @@ def serve(daemon, only=None):
     """The daemon loop: a stat of each events file every POLL_S, a worker thread per
     repository with events, a full pass of each every SAFETY_PASS_S."""
     import sys
+    import threading
     conn = store.connect()
     workers, last_full, repos = {}, {}, []
     last_reload = -RELOAD_S
@@ -985,6 +1002,7 @@ def recorded_status(conn, repo=None):
     with repo, top, path, branch, head, base, ahead, behind, dirty (bool or None),
     state (synced, updated, skipped, conflict), reason, files (list), action,
     target (tmux target or None), checked and last_sync (epoch seconds or None)."""
+    import json
     where, params = ("WHERE w.repo = ?", (repo,)) if repo else ("", ())
     rows = conn.execute(
         "SELECT w.*, r.top, t.target FROM sync_worktrees w JOIN sync_repos r ON r.repo = w.repo "
@@ -1003,6 +1021,7 @@ def recorded_conflicts(conn, repo=None, open_only=True):
     (branch names; b is the base when b_worktree is None), a_head, b_head,
     a_worktree, b_worktree, files (list), status (open, resolved), first_seen,
     last_seen (epoch seconds)."""
+    import json
     clauses, params = [], []
     if repo:
         clauses.append("repo = ?")
