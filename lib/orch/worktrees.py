@@ -596,8 +596,13 @@ def _move(ctx, wt, gitdir, o, new, action, detail):
         try:
             git.run(wt.path, "read-tree", "-m", "-u", old, new, extra_env=env)
         except git.GitError as e:
-            git.run(wt.path, "update-ref", "-m", "orch-sync: undo (worktree changed)", "HEAD",
-                    old, new, extra_env=QUIET)
+            try:
+                git.run(wt.path, "update-ref", "-m", "orch-sync: undo (worktree changed)",
+                        "HEAD", old, new, extra_env=QUIET)
+            except git.GitError as undo:
+                # Only plumbing run while we hold the index lock can get here; say so loudly.
+                return _skip(o, f"the worktree changed while syncing ({e}) and the branch "
+                                f"could not be set back to {old[:12]} ({undo}); check it")
             return _skip(o, f"the worktree changed while syncing ({e}); will retry")
         os.replace(lock, index)
         done = True
