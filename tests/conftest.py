@@ -53,6 +53,49 @@ def hermetic(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     yield state
     stop_daemons(state)
+    leaked = wait_for_exit(started_by_test(str(state)))
+    for pid in leaked:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not leaked, f"the test left processes running: {leaked}"
+
+
+def started_by_test(state):
+    """Pids of live processes started with this test's ORCH_HOME (ours, and only ours)."""
+    mark = f"ORCH_HOME={state}".encode()
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if mark not in f.read().split(b"\0"):
+                    continue
+        except OSError:
+            continue
+        if _running(name):
+            pids.append(int(name))
+    return pids
+
+
+def _running(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def wait_for_exit(pids, timeout=10.0):
+    """Give processes that are already ending (a killed tmux server's panes) time to go."""
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        pids = [p for p in pids if _running(p)]
+        if pids:
+            time.sleep(0.05)
+    return pids
 
 
 def stop_daemons(state):
