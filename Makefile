@@ -16,7 +16,7 @@ SCRIPTS = $(TOOLS) schedule_with_note.sh
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test,lint]'
+	$(VPY) -m pip install -q -e '.[test,lint,bench]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -39,7 +39,7 @@ install:
 	install -d $(BINDIR) $(LIBDIR)/orch $(SHAREDIR)/hooks $(MANDIR)/man1 $(MANDIR)/man7
 	install -m 644 lib/orch/*.py $(LIBDIR)/orch/
 	$(PYTHON) -m compileall -q $(LIBDIR)/orch
-	$(PYTHON) -m pip install -q --no-compile --target $(LIBDIR)/vendor docopt-ng filelock
+	$(PYTHON) -m pip install -q --no-compile --target $(LIBDIR)/vendor docopt-ng
 	for s in $(SCRIPTS); do install -m 755 bin/$$s $(BINDIR)/; done
 	for h in hooks/*; do [ -f "$$h" ] && install -m 755 "$$h" $(SHAREDIR)/hooks/ || true; done
 	for page in man/*.1; do install -m 644 "$$page" $(MANDIR)/man1/; done
