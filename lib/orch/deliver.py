@@ -81,6 +81,9 @@ class Pass:
                 targets = [r["target"] for r in due if r["server"] == server]
                 found = tmux.resolve_all(server, targets)
                 panes.update({(server, t): p for t, p in found.items()})
+                # ... and one more captures every pane's screen for the limits check.
+                tmux.capture_all(server, list({p.id: p for p in found.values()
+                                               if isinstance(p, tmux.Pane)}.values()))
             sem = threading.BoundedSemaphore(MAX_WORKERS)
             threads = []
             for row in due:
@@ -163,7 +166,8 @@ def deliver_one(server, target, task, delay, pane=None):
         return ("retry", f"no agent running in {target} (the pane runs {pane.command})",
                 pane.id, None)
     try:
-        seen = limits.detect(tmux.capture(server, pane.id), clock.now())
+        screen = pane.screen if pane.screen is not None else tmux.capture(server, pane.id)
+        seen = limits.detect(screen, clock.now())
         if seen.state == "limited":
             if seen.menu:
                 tmux.send_key(server, pane.id, "Escape")

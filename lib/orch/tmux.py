@@ -89,10 +89,10 @@ def run(server, *args, input=None):
 
 
 class Pane:
-    """A resolved pane: its id and what it is running."""
+    """A resolved pane: its id, what it is running, and its screen if captured with it."""
 
-    def __init__(self, pane_id, command, in_mode):
-        self.id, self.command, self.in_mode = pane_id, command, in_mode
+    def __init__(self, pane_id, command, in_mode, screen=None):
+        self.id, self.command, self.in_mode, self.screen = pane_id, command, in_mode, screen
 
     @property
     def is_shell(self):
@@ -177,6 +177,32 @@ def _match(target, panes):
     if not rows:
         return Missing(f"can't find pane: {pane}")
     return Pane(rows[0][5], rows[0][7], rows[0][8] == "1")
+
+
+def capture_all(server, panes):
+    """Capture the screens of many PANES with one tmux call, setting each pane's .screen.
+
+    Each screen is preceded by a marker line no screen can contain (a random
+    token).  If any pane has gone meanwhile, nothing is set: callers then
+    capture pane by pane.
+    """
+    if not panes:
+        return
+    token = os.urandom(8).hex()
+    args = []
+    for pane in panes:
+        args += ["display-message", "-p", "-t", pane.id, f"{token} {pane.id}", ";",
+                 "capture-pane", "-p", "-t", pane.id, ";"]
+    try:
+        out = run(server, *args[:-1]).decode(errors="replace")
+    except Missing:
+        return
+    screens = {}
+    for chunk in out.split(token + " ")[1:]:
+        pane_id, _, screen = chunk.partition("\n")
+        screens[pane_id] = screen
+    for pane in panes:
+        pane.screen = screens.get(pane.id)
 
 
 def paste(server, pane_id, text):
