@@ -134,14 +134,20 @@ class Pass:
             return
         fd = locks.open_lock(pane_lock_name(server, pane.id))
         try:
-            # The pane was resolved just now; once we had to wait for another
-            # runner, resolve it again before typing: it may have changed.
+            # The pane was resolved (and captured) just now; once we had to wait
+            # for another runner, or have typed into it, look again before typing.
             fresh = locks.acquire(fd, blocking=False)
             if not fresh:
                 locks.acquire(fd)
             while not self.stopped() and (claimed := self.claim(server, target)):
                 task, action = claimed
-                result = deliver_one(server, target, task, self.delay, pane if fresh else None)
+                if not fresh:
+                    try:
+                        pane = tmux.inspect(server, pane.id)
+                    except tmux.Missing as e:
+                        self.finish(task, ("retry", str(e), pane.id, None))
+                        continue
+                result = deliver_one(server, target, task, self.delay, pane)
                 fresh = False
                 if result[0] == "delivered" and action == "late":
                     late = clock.fmt_duration(clock.now() - task["due"])
@@ -151,17 +157,12 @@ class Pass:
             os.close(fd)
 
 
-def deliver_one(server, target, task, delay, pane=None):
-    """Type TASK's note into TARGET (PANE, if just resolved).
+def deliver_one(server, target, task, delay, pane):
+    """Type TASK's note into TARGET, resolved just now to PANE.
 
     Returns (outcome, detail, pane id, detection): outcome 'delivered',
     'retry' (a failed attempt), 'limited' or 'transient' (the screen says so).
     """
-    if pane is None:
-        try:
-            pane = tmux.resolve(server, target)
-        except tmux.Missing as e:
-            return "retry", str(e), None, None
     if pane.is_shell:
         return ("retry", f"no agent running in {target} (the pane runs {pane.command})",
                 pane.id, None)

@@ -179,6 +179,20 @@ def _match(target, panes):
     return Pane(rows[0][5], rows[0][7], rows[0][8] == "1")
 
 
+def inspect(server, pane_id):
+    """Pane PANE_ID as it is now, with its screen, in one tmux call.  Raises Missing."""
+    token = os.urandom(8).hex()
+    out = run(server, "list-panes", "-t", pane_id, "-F", _FORMAT, ";",
+              "display-message", "-p", "-t", pane_id, token, ";",
+              "capture-pane", "-p", "-t", pane_id).decode(errors="replace")
+    listing, _, screen = out.partition(token + "\n")
+    for line in listing.splitlines():
+        index, found, active, command, in_mode = line.split("\t")
+        if found == pane_id:
+            return Pane(pane_id, command, in_mode == "1", screen)
+    raise Missing(f"can't find pane: {pane_id}")
+
+
 def capture_all(server, panes):
     """Capture the screens of many PANES with one tmux call, setting each pane's .screen.
 
