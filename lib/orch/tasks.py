@@ -130,6 +130,19 @@ def porcelain_listing(conn, statuses=LIVE):
         f"WHERE status IN ({marks}) ORDER BY not_before, id", statuses).fetchall()
 
 
+def next_per_target(conn):
+    """The next live check-in (by not_before, id) of every (server, target) that has
+    one, ordered by target and server, each as (task, number of live check-ins there)."""
+    marks = ", ".join("?" * len(LIVE))
+    groups = conn.execute(f"SELECT server, target, COUNT(*) FROM tasks WHERE status IN "
+                          f"({marks}) GROUP BY server, target ORDER BY target, server",
+                          LIVE).fetchall()
+    return [(conn.execute(f"SELECT * FROM tasks WHERE server = ? AND target = ? AND status IN "
+                          f"({marks}) ORDER BY not_before, id LIMIT 1",
+                          (server, target, *LIVE)).fetchone(), live)
+            for server, target, live in groups]
+
+
 def cancel(conn, ids):
     """Cancel each id; return the ids that were not live (unknown or finished)."""
     refused = []
@@ -149,6 +162,12 @@ def attempts(conn, task_id=None, limit=50):
     rows = conn.execute(f"SELECT * FROM attempts {where} ORDER BY at DESC, id DESC LIMIT ?",
                         (*params, limit)).fetchall()
     return rows[::-1]
+
+
+def failures(conn, since):
+    """Attempts logged 'failed' (a check-in given up) at or after SINCE, oldest first."""
+    return conn.execute("SELECT * FROM attempts WHERE outcome = 'failed' AND at >= ? "
+                        "ORDER BY at, id", (since,)).fetchall()
 
 
 def due_targets(conn, now):
