@@ -1,0 +1,266 @@
+"""orch-dash: one glance at every team: check-ins, limits, orchestrations, locks, sync.
+
+Usage:
+  orch-dash [--project=P] [--json | --porcelain] [--output=FILE] [--html=FILE]
+  orch-dash --watch [-n SECS] [--project=P]
+  orch-dash line [--ascii] [--project=P]
+  orch-dash serve [--port=N] [--project=P]
+  orch-dash -h | --help
+  orch-dash --version
+
+Options:
+  --project=P    Show only what belongs to project P (see orch-dash(1)).
+  --json         Print one JSON object.
+  --porcelain    Print tab-separated records, the section first (see orch-dash(1)).
+  --output=FILE  Write the view to FILE (atomically) instead of standard output.
+  --html=FILE    Write a self-contained web page to FILE (atomically).
+  --watch        Redraw the view in place; q or Ctrl-C quits.
+  -n SECS        Seconds between redraws [default: 2].
+  --ascii        Plain ASCII instead of symbols.
+  --port=N       The port to listen on, on 127.0.0.1 (0: any free one) [default: 8377].
+  -h --help      Show this help.
+  --version      Show the version.
+"""
+
+import os
+import sys
+
+from . import __version__, cli, dash, store
+from .errors import DATAERR, NO, UNAVAILABLE, OrchError
+
+PROG = "orch-dash"
+
+
+def main(argv):
+    if argv[:1] == ["line"]:
+        # The status line runs on every tmux refresh: parse its few words by hand
+        # rather than pay for docopt (anything else goes to docopt for its errors).
+        fast = _line_words(argv[1:])
+        if fast is not None:
+            return cmd_line(*fast)
+    args = cli.parse(__doc__, argv, f"{PROG} {__version__}")
+    if args.get("line"):
+        return cmd_line(args["--ascii"], args["--project"])
+    if args.get("serve"):
+        return cmd_serve(args)
+    if args.get("--watch"):
+        return cmd_watch(args)
+    return cmd_view(args)
+
+
+def _line_words(words):
+    """(ascii, project) from `line`'s words, or None if they need docopt."""
+    ascii_, project, i = False, None, 0
+    while i < len(words):
+        word = words[i]
+        if word == "--ascii":
+            ascii_ = True
+        elif word.startswith("--project="):
+            project = word[len("--project="):]
+        elif word == "--project" and i + 1 < len(words):
+            i += 1
+            project = words[i]
+        else:
+            return None
+        i += 1
+    return ascii_, project
+
+
+def _status(snap):
+    return NO if snap["attention"] else 0
+
+
+def cmd_view(args):
+    conn = store.connect()
+    snap = dash.gather(conn, args["--project"])
+    output, page = args["--output"], args["--html"]
+    if args["--json"]:
+        text = dash.json_text(snap)
+    elif args["--porcelain"]:
+        text = dash.porcelain_text(snap)
+    else:
+        text = dash.text(snap, colour=not output and cli.colour_on())
+    if output:
+        from .paths import write_atomic
+        write_atomic(output, text)
+    if page:
+        from .paths import write_atomic
+        write_atomic(page, dash.html(snap))
+    if not (output or page):
+        sys.stdout.write(text)
+    return _status(snap)
+
+
+def cmd_line(ascii_, project):
+    text, attention = dash.line(store.connect(), ascii_, project)
+    sys.stdout.write(text + "\n")
+    return NO if attention else 0
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 86400:
+        raise OrchError(f"bad -n value: {text!r} (want seconds, 0.1 to 86400)", DATAERR)
+    return value
+
+
+def cmd_watch(args):
+    secs = _seconds(args["-n"])
+    project = args["--project"]
+    dash.owner(project)  # a bad project name fails now, not on the first redraw
+    conn = store.connect()
+
+    def render(width, colour):
+        return dash.text(dash.gather(conn, project), width, colour)
+
+    if not sys.stdout.isatty():
+        import time
+        while True:  # snapshots, one every SECS, until killed or the pipe closes
+            sys.stdout.write(render(80, False) + "\n")
+            sys.stdout.flush()
+            time.sleep(secs)
+    return watch_terminal(render, secs)
+
+
+def watch_terminal(render, secs):
+    """Redraw RENDER(width, colour) full-screen every SECS until q (0) or Ctrl-C (130).
+
+    The alternate screen keeps the user's scrollback; the terminal's modes,
+    the cursor and the main screen are restored however the loop ends.
+    """
+    import select
+    import signal
+    import time
+    out = sys.stdout
+    key_fd = sys.stdin.fileno() if sys.stdin is not None and sys.stdin.isatty() else None
+    saved = None
+    resized = []
+
+    def on_winch(signum, frame):
+        resized.append(True)
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    old = {sig: signal.signal(sig, handler) for sig, handler in
+           ((signal.SIGWINCH, on_winch), (signal.SIGTERM, on_term), (signal.SIGHUP, on_term))}
+    try:
+        if key_fd is not None:
+            import termios
+            import tty
+            saved = termios.tcgetattr(key_fd)
+            tty.setcbreak(key_fd)  # keys one at a time, unechoed; Ctrl-C still interrupts
+        out.write("\033[?1049h\033[?25l")
+        while True:
+            cols, rows = os.get_terminal_size(out.fileno())
+            # One column spare: a full last column leaves the cursor pending a wrap.
+            lines = render(max(cols - 1, 20), cli.colour_on(out)).rstrip("\n").split("\n")
+            out.write("\033[H" + "\n".join("\033[2K" + line for line in lines[:rows])
+                      + "\033[J")
+            out.flush()
+            del resized[:]
+            deadline = time.monotonic() + secs
+            while not resized and (left := deadline - time.monotonic()) > 0:
+                if key_fd is None:
+                    time.sleep(min(left, 0.1))
+                    continue
+                if select.select([key_fd], [], [], min(left, 0.1))[0]:
+                    keys = os.read(key_fd, 64)
+                    if not keys or b"q" in keys.lower():
+                        return 0
+                    break  # any other key: redraw now
+    finally:
+        out.write("\033[?25h\033[?1049l")
+        out.flush()
+        if saved is not None:
+            import termios
+            termios.tcsetattr(key_fd, termios.TCSADRAIN, saved)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _port(text):
+    if not text.isdigit() or int(text) > 65535:
+        raise OrchError(f"bad --port value: {text!r} (want 0 to 65535)", DATAERR)
+    return int(text)
+
+
+def cmd_serve(args):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    port = _port(args["--port"])
+    project = args["--project"]
+    dash.owner(project)
+    store.connect().close()  # an unusable store fails now, in the foreground
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = f"{PROG}/{__version__}"
+        sys_version = ""
+
+        def do_GET(self):
+            self._answer(send_body=True)
+
+        def do_HEAD(self):
+            self._answer(send_body=False)
+
+        def _refuse(self):
+            self._send(405, "text/plain", b"read-only: only GET and HEAD\n", True,
+                       {"Allow": "GET, HEAD"})
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
+
+        def _answer(self, send_body):
+            host = (self.headers.get("Host") or "localhost").rsplit(":", 1)[0]
+            if host not in ("127.0.0.1", "localhost"):
+                # A page elsewhere that rebinds its name to 127.0.0.1 cannot read us.
+                return self._send(403, "text/plain", b"forbidden host\n", send_body)
+            path = self.path.split("?", 1)[0]
+            if path not in ("/", "/index.html", "/json"):
+                return self._send(404, "text/plain", b"not found (try / or /json)\n",
+                                  send_body)
+            try:
+                conn = store.connect()
+                try:
+                    snap = dash.gather(conn, project)
+                finally:
+                    conn.close()
+            except OrchError as e:
+                return self._send(503, "text/plain", f"{e}\n".encode(), send_body)
+            if path == "/json":
+                self._send(200, "application/json", dash.json_text(snap).encode(), send_body)
+            else:
+                self._send(200, "text/html; charset=utf-8", dash.html(snap).encode(),
+                           send_body)
+
+        def _send(self, code, kind, body, send_body, extra=None):
+            self.send_response(code)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Content-Security-Policy",
+                             "default-src 'none'; style-src 'unsafe-inline'")
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+
+        def log_message(self, *args):  # quiet: stdout is data, and a log is not asked for
+            pass
+
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    except OSError as e:
+        raise OrchError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}",
+                        UNAVAILABLE) from None
+    print(f"http://127.0.0.1:{server.server_address[1]}/", flush=True)
+    with server:
+        server.serve_forever()
+    return 0
+
+
+def run():
+    cli.launch(PROG, main)
