@@ -8,6 +8,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -217,6 +218,21 @@ def test_line(run, state):
     assert ok(run("orch-dash", "line", "--project", "proj"), 1).stdout == "⏰3 ⚠3 🔒1 ⇅1!\n"
     res = ok(run("orch-dash", "line", "--bogus"), 64)
     assert res.stdout == "" and "Usage:" in res.stderr
+
+
+def test_without_tmux_orchestrations_are_unknown_and_the_rest_stands(run, tmux):
+    session = ok(run("orch-lock", "new", "proj")).stdout.split("\t")[0]
+    tmux.shell(session)
+    env = {"PATH": os.path.dirname(sys.executable)}  # the venv's scripts, and no tmux
+    res = ok(run("orch-dash", env=env))
+    assert "Orchestrations: unknown (tmux is not installed" in res.stdout
+    assert res.stdout.splitlines()[1] == "all well" and res.stderr == ""
+    res = ok(run("orch-dash", "--porcelain", env=env))
+    assert res.stdout.startswith("orchestrations\terror\ttmux is not installed")
+    obj = json.loads(ok(run("orch-dash", "--json", env=env)).stdout)
+    assert obj["errors"] == [{"section": "orchestrations", "text": obj["errors"][0]["text"]}]
+    assert obj["orchestrations"] == []
+    assert ok(run("orch-dash", "line", env=env)).stdout == "⏰0\n"
 
 
 def test_the_scheduler_lock_is_orch_sched_s():

@@ -38,7 +38,6 @@ from .errors import OrchError
 
 VERSION = 1
 DAY = 86400.0
-SECTIONS = ("checkins", "limits", "orchestrations", "locks", "sync")
 TIME_KEYS = {"generated", "due", "not_before", "at", "until", "reset", "created", "ended",
              "since", "last_pass", "last_event", "last_sync", "checked", "first_seen",
              "last_seen"}
