@@ -17,7 +17,6 @@ import pexpect
 import pytest
 from conftest import wait_until
 from gitrepo import Repo, write
-from orch import dash, deliver, worktrees
 
 ESC = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 SECTIONS = {"checkins", "limits", "orchestrations", "locks", "sync"}
@@ -234,10 +233,6 @@ def test_without_tmux_orchestrations_are_unknown_and_the_rest_stands(run, tmux):
     assert obj["orchestrations"] == []
     assert ok(run("orch-dash", "line", env=env)).stdout == "⏰0\n"
 
-
-def test_the_scheduler_lock_is_orch_sched_s():
-    assert dash.SCHED_LOCK == deliver.DAEMON_LOCK
-    assert worktrees.DAEMON_LOCK != dash.SCHED_LOCK
 
 
 def test_bad_values_and_usage(run):

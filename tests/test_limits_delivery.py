@@ -50,18 +50,21 @@ class Screen:
 
     def set(self, agent, text):
         self.path.write_text(text)
-        marker = [line for line in text.splitlines() if line.strip()][-1].strip()
-        wait_until(lambda: marker in self.tmux("capture-pane", "-p", "-t", agent.pane),
-                   what="the agent to redraw")
+        wait_shown(self.tmux, agent, text)
+
+
+def wait_shown(tmux, agent, text):
+    """Wait until the pane shows exactly TEXT (whitespace aside): the agent has redrawn."""
+    words = text.split()
+    wait_until(lambda: tmux("capture-pane", "-p", "-t", agent.pane).split() == words,
+               what="the agent to show its screen")
 
 
 def agent_with_screen(tmux, tmp_path, session, text):
     screen = Screen(tmux, tmp_path, session, text)
     agent = tmux.agent(session, "w", screen=str(screen.path))
     agent.pane = tmux("list-panes", "-t", f"={session}:=w", "-F", "#{pane_id}").strip()
-    marker = [line for line in text.splitlines() if line.strip()][-1].strip()
-    wait_until(lambda: marker in tmux("capture-pane", "-p", "-t", agent.pane),
-               what="the agent's first screen")
+    wait_shown(tmux, agent, text)
     return agent, screen
 
 

@@ -167,11 +167,18 @@ def truncate(text, width):
 
 
 def print_table(rows, headers, width=80):
-    """A plain table, columns two spaces apart; the last column is truncated so
-    that no line exceeds WIDTH.  (Written here rather than with tabulate, whose
-    import alone costs four times an interpreter's start-up.)"""
+    lines = table_lines(rows, headers, width)
+    if lines:
+        sys.stdout.write("\n".join(lines) + "\n")
+
+
+def table_lines(rows, headers, width=80):
+    """A plain table, columns two spaces apart, as lines (none without rows); the
+    last column is truncated so that no line exceeds WIDTH.  (Written here
+    rather than with tabulate, whose import alone costs four times an
+    interpreter's start-up.)"""
     if not rows:
-        return
+        return []
     rows = [[cli_cell(v) for v in row] for row in rows]
     widths = [max(text_width(r[i]) for r in [headers, *rows]) for i in range(len(headers) - 1)]
     room = max(width - sum(widths) - 2 * len(widths), 8)
@@ -179,7 +186,7 @@ def print_table(rows, headers, width=80):
     for row in [headers, *rows]:
         cells = [c + " " * (w - text_width(c)) for c, w in zip(row[:-1], widths, strict=True)]
         out.append("  ".join([*cells, truncate(row[-1], room)]).rstrip())
-    sys.stdout.write("\n".join(out) + "\n")
+    return out
 
 
 def text_width(text):

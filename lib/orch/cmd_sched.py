@@ -188,7 +188,7 @@ def cmd_daemon(args):
     from .daemon import Daemon
     store.connect().close()  # fail here, in the foreground, if the store is unusable
     deliver.enter_delay()
-    daemon = Daemon(deliver.DAEMON_LOCK, wake_fifo=tasks.wake_path())
+    daemon = Daemon(tasks.DAEMON_LOCK, wake_fifo=tasks.wake_path())
     if args["--detach"]:
         print(daemon.detach(deliver.daemon_loop, "orch-sched.log"))
         return 0
@@ -198,9 +198,8 @@ def cmd_daemon(args):
 
 def cmd_status(args):
     from . import locks
-    from .deliver import DAEMON_LOCK
     conn = store.connect()
-    holder = locks.read_holder(DAEMON_LOCK)
+    holder = locks.read_holder(tasks.DAEMON_LOCK)
     last = store.get_meta(conn, "daemon.last_pass")
     pending = conn.execute("SELECT COUNT(*) FROM tasks WHERE status IN ('pending', 'running')"
                            ).fetchone()[0]

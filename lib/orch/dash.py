@@ -30,7 +30,6 @@ Rules:
 """
 
 import os
-import sys
 import time
 
 from . import cli, clock, locks, store, tasks
@@ -42,11 +41,6 @@ TIME_KEYS = {"generated", "due", "not_before", "at", "until", "reset", "created"
              "since", "last_pass", "last_event", "last_sync", "checked", "first_seen",
              "last_seen"}
 REFRESH_S = 10
-# deliver.DAEMON_LOCK, the orch-sched daemon's lock, whose holder record says it
-# runs.  Not imported: deliver's imports (hashlib, threading, limits) cost 0.4x
-# to 0.75x of an interpreter start-up, which the status line cannot afford;
-# tests/test_dash.py checks that the two are equal.
-SCHED_LOCK = "orch-sched.daemon"
 
 
 # --- projects -------------------------------------------------------------------
@@ -124,7 +118,7 @@ def gather(conn, project=None, now=None):
     nexts = [(t, n) for t, n in tasks.next_per_target(conn) if mine(t["target"])]
     late = [t for t in tasks.overdue(conn, now) if mine(t["target"])]
     failed = [a for a in tasks.failures(conn, now - DAY) if mine(a["target"])]
-    holder = locks.read_holder(SCHED_LOCK)
+    holder = locks.read_holder(tasks.DAEMON_LOCK)
     last = store.get_meta(conn, "daemon.last_pass")
     accounts = limits.listing(conn)
     held = {a["name"] for a, _ in accounts if a["until"] is not None and a["until"] > now}
@@ -169,7 +163,7 @@ def gather(conn, project=None, now=None):
                           age_s=max(0, round(now - o["created"]))))
 
     # Locks: every holder but the daemons', which their own sections show
-    hidden = {SCHED_LOCK, worktrees.DAEMON_LOCK}
+    hidden = {tasks.DAEMON_LOCK, worktrees.DAEMON_LOCK}
     held_locks = []
     for r in locks.recorded():
         if r["name"] in hidden or (owns is not None and not owns(r["name"])):
@@ -324,15 +318,7 @@ def summary(snap):
 
 
 def _table(rows, headers, width):
-    """cli.print_table's lines (it writes to stdout: catch them)."""
-    import io
-    buf, saved = io.StringIO(), sys.stdout
-    sys.stdout = buf
-    try:
-        cli.print_table(rows, headers, width=width)
-    finally:
-        sys.stdout = saved
-    return buf.getvalue().splitlines()
+    return cli.table_lines(rows, headers, width)
 
 
 def clip(line, width):
@@ -494,11 +480,11 @@ def line(conn, ascii=False, project=None, now=None):
     pending = sum(n for t, n in tasks.next_per_target(conn) if mine(t["target"]))
     late = [t for t in tasks.overdue(conn, now) if mine(t["target"])]
     failed = [a for a in tasks.failures(conn, now - DAY) if mine(a["target"])]
-    scheduler = locks.read_holder(SCHED_LOCK) is not None
+    scheduler = locks.read_holder(tasks.DAEMON_LOCK) is not None
     every = worktrees.recorded_status(conn)
     repos = {r["repo"] for r in worktrees.recorded_repos(conn) if repo_owned(owns, r, every)}
     trees = [w for w in every if w["repo"] in repos]
-    hidden = {SCHED_LOCK, worktrees.DAEMON_LOCK}
+    hidden = {tasks.DAEMON_LOCK, worktrees.DAEMON_LOCK}
     n_locks = sum(1 for r in locks.recorded() if r["name"] not in hidden
                   and (owns is None or owns(r["name"])))
     attention = reasons(failed, late, pending, scheduler, trees, now)

@@ -26,9 +26,8 @@ from . import clock, limits, locks, store, tasks, tmux
 from .errors import DATAERR, OrchError
 
 MAX_WORKERS = 128
-DAEMON_LOCK = "orch-sched.daemon"
-MAX_SLEEP = 60.0
-TRANSIENT_HOLD_S = 30.0  # an API rate-limit retry on screen: try again shortly  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
+MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
+TRANSIENT_HOLD_S = 30.0  # an API rate-limit retry on screen: try again shortly
 
 
 def enter_delay():

@@ -17,6 +17,7 @@ Rules:
 
 import os
 
+from . import paths
 from .errors import DATAERR, UNAVAILABLE, OrchError
 
 SCRUB = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
@@ -43,8 +44,7 @@ class GitError(Exception):
 def git_bin():
     global _bin
     if _bin is None:
-        import shutil
-        _bin = shutil.which("git")
+        _bin = paths.which("git")
         if not _bin:
             raise OrchError("git is not installed (not found on PATH)", UNAVAILABLE)
     return _bin

@@ -479,7 +479,7 @@ def _child(argv, go, parent):
             signal.signal(sig, signal.SIG_DFL)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-        path = _which(argv[0])
+        path = paths.which(argv[0])
         if os.read(go, 1) != b"x":  # orch-lock did not get the lock
             os._exit(0)
         if path:
@@ -492,12 +492,3 @@ def _child(argv, go, parent):
         os._exit(status)
 
 
-def _which(command):
-    """The file execvp(3) would run for COMMAND, looked up ahead of time (or None)."""
-    if "/" in command:
-        return command
-    for directory in os.get_exec_path():
-        path = os.path.join(directory, command)
-        if os.access(path, os.X_OK) and not os.path.isdir(path):
-            return path
-    return None

@@ -50,6 +50,18 @@ def sub(*parts, create_dir=False):
     return path
 
 
+def which(command):
+    """The file execvp(3) would run for COMMAND (or None): a plain PATH scan,
+    cheaper to import than shutil.which."""
+    if "/" in command:
+        return command
+    for directory in os.get_exec_path():
+        path = os.path.join(directory, command)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
 def open_private(path, flags=os.O_RDWR | os.O_CREAT):
     """Open (creating 0600) a file of ours, refusing to follow a symlink."""
     try:

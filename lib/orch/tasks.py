@@ -31,6 +31,7 @@ RETRY_BASE_S = 30.0
 RETRY_CAP_S = 900.0
 MAX_NOTE = 1 << 20
 WAKE_FIFO = "wake"
+DAEMON_LOCK = "orch-sched.daemon"  # held by the one orch-sched daemon (locks.py)
 
 # An occurrence a runner may claim at :now -- due (or its lease expired), and
 # its account not suspended for a usage limit (see limits.py).

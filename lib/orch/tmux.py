@@ -18,6 +18,7 @@ import itertools
 import os
 import re
 
+from . import paths
 from .errors import DATAERR, UNAVAILABLE, OrchError
 
 SHELLS = {"sh", "bash", "zsh", "fish", "dash", "ksh", "mksh", "tcsh", "csh", "ash", "yash",
@@ -34,8 +35,7 @@ class Missing(Exception):
 
 
 def tmux_bin():
-    import shutil
-    path = shutil.which("tmux")
+    path = paths.which("tmux")
     if not path:
         raise OrchError("tmux is not installed (not found on PATH)", UNAVAILABLE)
     return path
