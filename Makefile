@@ -13,7 +13,7 @@ SCRIPTS = $(TOOLS) schedule_with_note.sh
 
 .PHONY: test demo install uninstall lint man clean venv
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml bin/schedule_with_note.sh
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[test,lint,bench]'

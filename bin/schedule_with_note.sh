@@ -30,10 +30,11 @@ id=$("$sched" add --in "$minutes" "$target" "SCHEDULED CHECK-IN: $note") || exit
 # Same rule as orch-sched(1), FILES: the state directory.
 state=${ORCH_HOME:-${XDG_STATE_HOME:-$HOME/.local/state}/orch}
 note_file=${ORCH_NOTE_FILE:-$state/next_check_note.txt}
-tmp="$note_file.$$.tmp"
-if (umask 077 && printf '=== Next Check Note (%s) ===\nScheduled for: %s minutes\n\n%s\n' \
-      "$(date)" "$minutes" "$note" >"$tmp") && mv -f -- "$tmp" "$note_file"; then :; else
-  rm -f -- "$tmp"
+# Written to a fresh temporary file beside it (mktemp: never a planted link), then renamed.
+if tmp=$(mktemp "$note_file.XXXXXX" 2>/dev/null) &&
+   printf '=== Next Check Note (%s) ===\nScheduled for: %s minutes\n\n%s\n' \
+     "$(date)" "$minutes" "$note" >"$tmp" && mv -f -- "$tmp" "$note_file"; then :; else
+  [ -n "${tmp:-}" ] && rm -f -- "$tmp"
   printf '%s: warning: could not write %s (the check-in is scheduled)\n' "$prog" "$note_file" >&2
 fi
 

@@ -233,3 +233,94 @@ def test_closed_stdout_pipe_is_silent(run, hermetic):
                           "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash",
                           capture_output=True, text=True)
     assert proc.stdout.strip() in ("0", "141") and proc.stderr == ""
+
+
+@pytest.mark.parametrize("args", [
+    ["--in", "99999999999999999999", "p:0", "n"], ["--in", "9" * 400, "p:0", "n"],
+    ["--at", "99999999999999999999", "p:0", "n"], ["--at", "0001-01-01T00:00:00", "p:0", "n"],
+    ["--every", "9" * 400, "p:0", "n"], ["--every", "0.0000001s", "p:0", "n"],
+    ["--grace", "9" * 400, "p:0", "n"], ["--retries", "99999999999999999999", "p:0", "n"],
+    ["--retries", "٣", "p:0", "n"],
+])
+def test_out_of_range_values_exit_65_and_store_nothing(run, args):
+    r = run("orch-sched", "add", *args)
+    assert r.returncode == 65 and r.stderr.startswith("orch-sched: error: ")
+    assert tasks_json(run, "--all") == []
+
+
+@pytest.mark.parametrize("now", ["99999999999999999999", "0001-01-01T00:00:00", "soon"])
+def test_bad_orch_now_exits_65(run, now):
+    r = run("orch-sched", "list", env={"ORCH_NOW": now})
+    assert r.returncode == 65 and r.stderr.startswith("orch-sched: error: ORCH_NOW")
+
+
+@pytest.mark.parametrize("args", [["show", "99999999999999999999"], ["cancel", "-1"],
+                                  ["show", "١"], ["show", " 1"], ["log", "--limit", "0"],
+                                  ["limits", "set", "a", "--until", "0"]])
+def test_bad_numbers_exit_65(run, args):
+    r = run("orch-sched", *args)
+    assert r.returncode == 65 and len(r.stderr.splitlines()) == 1
+
+
+def test_arguments_that_are_not_utf8_exit_65(run, tmp_path):
+    # argv bytes that are not UTF-8 reach Python as lone surrogates.
+    bad = os.fsdecode(b"s\xff")
+    for args in (["add", f"{bad}:0", "x"], ["add", "p:0", bad], ["add", "--key", bad, "p:0", "x"],
+                 ["limits", "clear", bad]):
+        r = run("orch-sched", *args)
+        assert r.returncode == 65 and "not valid UTF-8" in r.stderr, args
+    r = run("orch-sched", "add", "p:0", "x", env={"ORCH_TMUX_SOCKET": bad})
+    assert r.returncode == 65
+    assert tasks_json(run, "--all") == []
+
+
+def test_tables_never_send_control_characters_to_the_terminal(run):
+    add(run, "p:0", "evil\x1b]0;title\x07\x1b[2J\rOVERWRITE")
+    for args in (["list"], ["show", "1"]):
+        r = run("orch-sched", *args)
+        assert r.returncode == 0
+        assert not any(c in r.stdout for c in "\x1b\x07\r")
+    r = run("orch-sched", "list", "--json")
+    assert json.loads(r.stdout)[0]["note"] == "evil\x1b]0;title\x07\x1b[2J\rOVERWRITE"
+
+
+def test_run_with_the_database_locked_exits_75_in_one_line(run, hermetic, tmux):
+    tmux.agent("lockd", "w")
+    add(run, "lockd:w", "x")
+    holder = sqlite3.connect(hermetic / "orch.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        r = run("orch-sched", "run")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert r.returncode == 75 and len(r.stderr.splitlines()) == 1
+    assert r.stderr.startswith("orch-sched: error: ") and "busy" in r.stderr
+
+
+def test_daemon_without_tmux_exits_69_in_the_foreground(run, tmp_path):
+    interpreter_dir = os.path.dirname(os.path.realpath(sys.executable))
+    for args in (["daemon"], ["daemon", "--detach"]):
+        r = run(shutil.which("orch-sched"), *args, env={"PATH": interpreter_dir})
+        assert r.returncode == 69 and "tmux is not installed" in r.stderr
+        assert r.stdout == ""
+
+
+def test_empty_enter_delay_means_the_default(run):
+    r = run("orch-sched", "run", "--dry-run", env={"ORCH_ENTER_DELAY": ""})
+    assert r.returncode == 0
+    r = run("orch-sched", "run", env={"ORCH_ENTER_DELAY": "soon"})
+    assert r.returncode == 65 and "ORCH_ENTER_DELAY" in r.stderr
+
+
+def test_ctrl_c_stops_a_foreground_daemon_with_130(run, tmux):
+    import signal
+    import subprocess
+    proc = subprocess.Popen(["orch-sched", "daemon"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    from conftest import wait_until
+    wait_until(lambda: json.loads(run("orch-sched", "status", "--json").stdout)["daemon"],
+               what="the daemon to start")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and out == "" and err == ""

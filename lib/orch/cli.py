@@ -37,6 +37,7 @@ def parse(doc, argv, version, free=None):
         raise OrchError(f"the command line does not parse\n{usage}".rstrip(),
                         errors.USAGE) from None
     args["FREE"] = tail
+    check_utf8(args)
     return args
 
 
@@ -59,6 +60,27 @@ def _for_verb(doc, verb):
     if not keep:
         return doc
     return head + sep + "\n".join(keep) + gap + options
+
+
+def integer(text, what, low=0, high=2**63 - 1):
+    """TEXT as an integer in LOW..HIGH (ASCII digits only), else OrchError 65."""
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+        raise OrchError(f"bad {what}: {text!r} (want a whole number from {low} to {high})",
+                        errors.DATAERR)
+    return int(text)
+
+
+def check_utf8(args):
+    """Every string in ARGS must be valid UTF-8: argv bytes that are not reach
+    Python as lone surrogates, which SQLite, JSON and tmux cannot take."""
+    for key, value in args.items():
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise OrchError(f"{key}: {text.encode('utf-8', 'surrogateescape')!r} "
+                                    "is not valid UTF-8", errors.DATAERR) from None
 
 
 def split_free(doc, words, n_fixed):
@@ -161,8 +183,7 @@ def print_json(obj):
 
 def truncate(text, width):
     """Shorten TEXT to WIDTH characters with an ellipsis; newlines shown as a symbol."""
-    text = "" if text is None else str(text)
-    text = text.replace("\r\n", "\n").replace("\n", "⏎").replace("\t", " ")
+    text = visible("" if text is None else str(text))
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
@@ -198,4 +219,18 @@ def text_width(text):
 
 
 def cli_cell(value):
-    return "" if value is None else str(value)
+    return "" if value is None else visible(str(value))
+
+
+_CONTROLS = {c: "\ufffd" for c in [*range(0x20), 0x7f, *range(0x80, 0xa0)]}
+_CONTROLS.update({ord("\n"): "⏎", ord("\t"): " "})
+
+
+_CONTROLS_BUT_LINES = {**_CONTROLS, ord("\n"): "\n", ord("\t"): "\t"}
+
+
+def visible(text, lines=False):
+    """TEXT safe to show on a terminal: control characters (escape sequences,
+    carriage returns) as U+FFFD; newlines as ⏎ and tabs as spaces, unless
+    LINES keeps them."""
+    return text.replace("\r\n", "\n").translate(_CONTROLS_BUT_LINES if lines else _CONTROLS)

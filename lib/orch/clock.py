@@ -15,6 +15,12 @@ from .errors import DATAERR, OrchError
 
 _frozen = None
 
+# Instants orch accepts: 2000-01-01 .. 9999-12-31 (UTC); durations up to 100 years.
+# Anything else is a typo or an attack, and would break date arithmetic later.
+MIN_INSTANT = 946684800.0
+MAX_INSTANT = 253402300799.0
+MAX_DURATION = 100 * 365 * 86400.0
+
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _DUR_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)([dhms])")
 _NUMBER = re.compile(r"(\d+(?:\.\d+)?|\.\d+)")
@@ -35,21 +41,24 @@ def now():
 def _parse_instant(text, what):
     text = text.strip()
     if _NUMBER.fullmatch(text):
-        return float(text)
-    from datetime import datetime
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError:
-        raise OrchError(f"{what}: not a time: {text!r} (want an ISO 8601 instant or epoch seconds)",
-                        DATAERR) from None
-    return dt.timestamp()  # a naive datetime is local time
+        value = float(text)
+    else:
+        from datetime import datetime
+        try:
+            value = datetime.fromisoformat(text).timestamp()  # naive means local time
+        except (ValueError, OverflowError, OSError):
+            raise OrchError(f"{what}: not a time: {text!r} (want an ISO 8601 instant or "
+                            "epoch seconds)", DATAERR) from None
+    if not MIN_INSTANT <= value <= MAX_INSTANT:
+        raise OrchError(f"{what}: {text!r} is out of range (years 2000 to 9999)", DATAERR)
+    return value
 
 
 def parse_duration(text, what="duration"):
     """'90s', '30m', '1h30m', '2d' -> seconds; a bare number is minutes (fractional ok)."""
     s = text.strip().lower()
     if _NUMBER.fullmatch(s):
-        return float(s) * 60
+        return _bounded(float(s) * 60, text, what)
     pos, total, last_unit = 0, 0.0, None
     for m in _DUR_PART.finditer(s):
         unit = m.group(2)
@@ -60,7 +69,13 @@ def parse_duration(text, what="duration"):
     if not s or pos != len(s):
         raise OrchError(f"bad {what}: {text!r} (want e.g. 90s, 30m, 1h30m, 2d, or minutes)",
                         DATAERR)
-    return total
+    return _bounded(total, text, what)
+
+
+def _bounded(seconds, text, what):
+    if not seconds <= MAX_DURATION:  # also catches inf and nan
+        raise OrchError(f"bad {what}: {text!r} (at most 100 years)", DATAERR)
+    return seconds
 
 
 def parse_time(text, ref=None, what="time"):

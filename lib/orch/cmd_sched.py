@@ -42,6 +42,7 @@ Options:
 """
 
 import os
+import signal
 import sys
 
 from . import __version__, cli, clock, store, tasks
@@ -57,16 +58,6 @@ def main(argv):
         if args.get(verb):
             return globals()[f"cmd_{verb}"](args)
     return 0
-
-
-def _int(text, what, low=0):
-    try:
-        value = int(text)
-    except ValueError:
-        raise OrchError(f"bad {what}: {text!r} (want an integer)", DATAERR) from None
-    if value < low:
-        raise OrchError(f"bad {what}: {text!r} (want at least {low})", DATAERR)
-    return value
 
 
 def read_note(words):
@@ -95,7 +86,7 @@ def cmd_add(args):
     task_id = tasks.add(conn, target, tmux.server_from_env(), note, due, every_s=every,
                         key=args["--key"], account=account, catch_up=args["--catch-up"],
                         grace_s=clock.parse_duration(args["--grace"], "--grace duration"),
-                        retries=_int(args["--retries"], "--retries count"))
+                        retries=cli.integer(args["--retries"], "--retries count", 0, 100))
     print(task_id)
     return 0
 
@@ -137,7 +128,7 @@ def cmd_list(args):
 
 
 def _task_or_fail(conn, text):
-    task = tasks.get(conn, _int(text, "task id", 1))
+    task = tasks.get(conn, cli.integer(text, "task id", 1))
     if task is None:
         raise OrchError(f"no task {text}", NO)
     return task
@@ -155,18 +146,19 @@ def cmd_show(args):
     obj = tasks.as_json(task)
     note = obj.pop("note")
     for key, value in obj.items():
-        print(f"{key}: {'' if value is None else value}")
+        print(f"{key}: {'' if value is None else cli.visible(str(value))}")
     print("note:")
-    print(note)
+    print(cli.visible(note, lines=True))
     if history:
         print("log:")
         for a in history:
-            print(f"  {clock.local(a['at'])}  {a['outcome']}  {a['detail'] or ''}".rstrip())
+            print(f"  {clock.local(a['at'])}  {a['outcome']}  "
+                  f"{cli.visible(a['detail'] or '')}".rstrip())
     return 0
 
 
 def cmd_cancel(args):
-    ids = [_int(text, "task id", 1) for text in args["ID"]]
+    ids = [cli.integer(text, "task id", 1) for text in args["ID"]]
     refused = tasks.cancel(store.connect(), ids)
     for task_id in refused:
         print(f"{PROG}: error: task {task_id} is unknown or already finished", file=sys.stderr)
@@ -186,14 +178,19 @@ def cmd_run(args):
 def cmd_daemon(args):
     from . import deliver
     from .daemon import Daemon
-    store.connect().close()  # fail here, in the foreground, if the store is unusable
+    from . import tmux
+    # Fail here, in the foreground, on what would stop every pass.
+    conn = store.connect()
+    tasks.next_wakeup(conn)
+    conn.close()
     deliver.enter_delay()
+    tmux.tmux_bin()
     daemon = Daemon(tasks.DAEMON_LOCK, wake_fifo=tasks.wake_path())
     if args["--detach"]:
         print(daemon.detach(deliver.daemon_loop, "orch-sched.log"))
         return 0
     daemon.serve(deliver.daemon_loop)
-    return 0
+    return 130 if daemon.stopped_by == signal.SIGINT else 0
 
 
 def cmd_status(args):
@@ -227,7 +224,7 @@ def _attempt_json(a):
 def cmd_log(args):
     conn = store.connect()
     task_id = _task_or_fail(conn, args["ID"])["id"] if args["ID"] else None
-    rows = tasks.attempts(conn, task_id, _int(args["--limit"], "--limit count", 1))
+    rows = tasks.attempts(conn, task_id, cli.integer(args["--limit"], "--limit count", 1))
     if args["--json"]:
         cli.print_json([_attempt_json(a) for a in rows])
     elif args["--porcelain"]:

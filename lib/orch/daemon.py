@@ -27,6 +27,7 @@ class Daemon:
         self.name = name
         self.wake_fifo = wake_fifo
         self.stopping = threading.Event()
+        self.stopped_by = None  # the signal that stopped the loop, if one did
         self._sig_r = self._fifo = None
 
     def running_pid(self):
@@ -101,6 +102,7 @@ class Daemon:
             self._fifo = _open_fifo(self.wake_fifo)
 
     def _on_signal(self, signum, frame):
+        self.stopped_by = signum
         self.stopping.set()
 
     def sleep(self, timeout):

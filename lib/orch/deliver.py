@@ -31,7 +31,7 @@ TRANSIENT_HOLD_S = 30.0  # an API rate-limit retry on screen: try again shortly
 
 
 def enter_delay():
-    text = os.environ.get("ORCH_ENTER_DELAY", "0.5")
+    text = os.environ.get("ORCH_ENTER_DELAY") or "0.5"
     try:
         value = float(text)
     except ValueError:
@@ -65,6 +65,7 @@ class Pass:
         self.conn = store.connect(durable=False)
         self.db = threading.Lock()
         self.handled = 0
+        self.errors = []
 
     def stopped(self):
         return self.stopping is not None and self.stopping.is_set()
@@ -94,6 +95,8 @@ class Pass:
                 threads.append(t)
             for t in threads:
                 t.join()
+            if self.errors:  # a worker could not go on (the database stayed busy, say)
+                raise self.errors[0]
             return self.handled
         finally:
             self.conn.close()
@@ -122,6 +125,8 @@ class Pass:
     def _work(self, sem, server, target, pane):
         try:
             self._work_target(server, target, pane)
+        except Exception as e:  # noqa: BLE001 - reported by run(), in the main thread
+            self.errors.append(e)
         finally:
             sem.release()
 
@@ -205,7 +210,11 @@ def daemon_loop(daemon):
                 last_prune = time.time()
             nxt = tasks.next_wakeup(conn)
         except OrchError as e:  # a busy database, say: report and try again shortly
-            print(f"orch-sched daemon: {e}", file=sys.stderr, flush=True)
+            print(f"orch-sched: error: {e}", file=sys.stderr, flush=True)
+            nxt = clock.now() + 5
+        except Exception as e:  # noqa: BLE001 - a daemon left running must not die of a bug
+            print(f"orch-sched: internal error: {type(e).__name__}: {e}", file=sys.stderr,
+                  flush=True)
             nxt = clock.now() + 5
         timeout = MAX_SLEEP if nxt is None else min(max(nxt - clock.now(), 0), MAX_SLEEP)
         daemon.sleep(timeout)

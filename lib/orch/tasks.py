@@ -27,6 +27,7 @@ LIVE = ("pending", "running")
 FINISHED = ("done", "failed", "cancelled", "missed")
 STATUSES = LIVE + FINISHED
 LEASE_S = 60.0
+MIN_EVERY_S = 1.0
 RETRY_BASE_S = 30.0
 RETRY_CAP_S = 900.0
 MAX_NOTE = 1 << 20
@@ -76,8 +77,10 @@ def add(conn, target, server, note, due, every_s=None, key=None, account="defaul
     if key is not None:
         check_label(key, "key")
     check_label(account, "account")
-    if every_s is not None and every_s <= 0:
-        raise OrchError("the repeat interval must be positive", DATAERR)
+    if every_s is not None and every_s < MIN_EVERY_S:
+        raise OrchError(f"the repeat interval must be at least {MIN_EVERY_S:g} s", DATAERR)
+    if not clock.MIN_INSTANT <= due <= clock.MAX_INSTANT:
+        raise OrchError("the due time is out of range (years 2000 to 9999)", DATAERR)
     if catch_up not in ("once", "skip"):
         raise OrchError(f"bad catch-up policy: {catch_up!r} (want once or skip)", DATAERR)
     now = clock.now()

@@ -47,6 +47,16 @@ def _socket_dir():
 
 def server_from_env():
     """The socket path of the server this process means: ORCH_TMUX_SOCKET, $TMUX, else default."""
+    path = _server_from_env()
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise OrchError(f"tmux socket path {os.fsencode(path)!r} is not valid UTF-8",
+                        DATAERR) from None
+    return path
+
+
+def _server_from_env():
     name = os.environ.get("ORCH_TMUX_SOCKET")
     if name:
         if "/" in name:
