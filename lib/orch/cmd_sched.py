@@ -176,9 +176,8 @@ def cmd_run(args):
 
 
 def cmd_daemon(args):
-    from . import deliver
+    from . import deliver, tmux
     from .daemon import Daemon
-    from . import tmux
     # Fail here, in the foreground, on what would stop every pass.
     conn = store.connect()
     tasks.next_wakeup(conn)
