@@ -21,7 +21,7 @@ import re
 import signal
 
 from . import paths
-from .errors import DATAERR, IOERR, TEMPFAIL, OrchError
+from .errors import DATAERR, TEMPFAIL, OrchError
 
 MAX_NAME = 128
 _NAME = re.compile(r"[A-Za-z0-9_@%+=,][A-Za-z0-9_.@%+=,-]*")
@@ -193,22 +193,8 @@ def write_holder(name, record=None, **fields):
     import time
     record = dict(record or holder_record(name), **fields)
     record.setdefault("since", time.time())
-    path = holder_path(name)
-    tmp = os.path.join(os.path.dirname(path), f".{name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     paths.FILE_MODE)
-        try:
-            os.write(fd, (_json_object(record) + "\n").encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OrchError(f"cannot write {path}: {e.strerror}", IOERR) from None
+    # Not fsynced: a record only describes a live process.
+    paths.write_atomic(holder_path(name), _json_object(record) + "\n", durable=False)
 
 
 def _json_object(record):

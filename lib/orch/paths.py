@@ -73,20 +73,27 @@ def open_private(path, flags=os.O_RDWR | os.O_CREAT):
         raise OrchError(f"cannot open {path}: {e.strerror}", CANTCREAT) from None
 
 
-def write_atomic(path, data):
-    """Replace PATH with DATA (bytes or str): a reader sees the old or the new file, never half."""
+def write_atomic(path, data, mode=FILE_MODE, durable=True, status=IOERR):
+    """Replace PATH with DATA (bytes or str): a reader sees the old or the new file, never half.
+
+    The temporary file beside it is created O_NOFOLLOW, so a planted link is
+    never written through.  DURABLE fsyncs before the rename (records that only
+    live as long as a process need not); STATUS is the exit status on failure.
+    """
     if isinstance(data, str):
         data = data.encode()
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     FILE_MODE)
+                     mode)
         try:
+            os.fchmod(fd, mode)  # whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -95,4 +102,4 @@ def write_atomic(path, data):
             os.unlink(tmp)
         except OSError:
             pass
-        raise OrchError(f"cannot write {path}: {e.strerror}", IOERR) from None
+        raise OrchError(f"cannot write {path}: {e.strerror}", status) from None
