@@ -230,6 +230,17 @@ def test_who_while_held_and_after(run, holder):
     assert r.returncode == 0 and r.stdout == ""
 
 
+def test_who_shows_a_note_with_tabs_and_newlines_on_its_own_row(run, holder):
+    p = holder("noted", "sleep", "60", extra=("-m", "one\ttwo\nthree\x1b[2J"))
+    r = run("orch-lock", "who")
+    assert r.returncode == 0, r.stderr
+    header, row = r.stdout.splitlines()
+    assert header.split() == ["NAME", "PID", "HOST", "SINCE", "NOTE", "COMMAND"]
+    assert row.startswith("noted ") and row.endswith("sleep 60") and str(p.pid) in row
+    assert "\t" not in row and "\x1b" not in row
+    assert row.index("one") == header.index("NOTE")
+
+
 def test_who_sees_a_lock_taken_by_flock_1(run, hermetic, tmp_path):
     # Any flock(2) user of the lock file holds the lock; who asks the kernel.
     os.makedirs(hermetic / "locks", mode=0o700, exist_ok=True)
@@ -326,6 +337,9 @@ def test_a_symlink_planted_at_the_holder_record_is_replaced_not_followed(run, he
     (["-w", "-1"], 65), (["-w", "abc"], 65), (["-w", ""], 65), (["-w", "1e3"], 65),
     (["-w", "inf"], 65), (["-w", "nan"], 65), (["-E", "256"], 65), (["-E", "x"], 65),
     (["-E", "-1"], 65), (["-n", "-w", "1"], 64),
+    # Digits of other scripts are not numbers here; waits end within 10^9 s.
+    (["-E", "\u0663"], 65), (["-E", "\uff11"], 65), (["-w", "\u0663"], 65),
+    (["-w", "\u0661.5"], 65), (["-w", "1000000000.5"], 65), (["-w", "9" * 400], 65),
 ])
 def test_bad_option_values(run, tmp_path, args, status):
     marker = tmp_path / "ran"
@@ -341,6 +355,13 @@ def test_a_command_line_that_does_not_parse_is_64(run, argv):
     r = run("orch-lock", *argv)
     assert r.returncode == 64 and r.stdout == ""
     assert "does not parse" in r.stderr and "Usage:" in r.stderr
+
+
+def test_the_longest_wait_is_accepted(run, tmp_path):
+    marker = tmp_path / "ran"
+    r = run("orch-lock", "run", "-w", "1000000000", "-E", "255", "opts", "touch", str(marker))
+    assert r.returncode == 0, r.stderr
+    assert marker.exists()
 
 
 def test_help_goes_to_stdout(run):

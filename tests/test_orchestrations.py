@@ -72,6 +72,15 @@ def test_bad_project_names_are_65(run, tmux, hermetic, project):
         os.listdir(hermetic / "orchestrations") == []
 
 
+@pytest.mark.parametrize("argv", [["new", os.fsdecode(b"a\xff")], ["end", os.fsdecode(b"\xff")]])
+def test_arguments_that_are_not_utf8_are_65(run, hermetic, argv):
+    r = run("orch-lock", *argv)
+    assert (r.returncode, r.stdout) == (65, ""), r.stderr
+    assert r.stderr.startswith("orch-lock: error: ") and "UTF-8" in r.stderr
+    assert not os.path.isdir(hermetic / "orchestrations") or \
+        os.listdir(hermetic / "orchestrations") == []
+
+
 def test_parallel_news_get_distinct_sessions_and_directories(run, tmux, tmp_path):
     # All five start at the same instant: they wait on a shared flock we hold,
     # and are released together when we let go.

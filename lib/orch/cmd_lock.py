@@ -33,8 +33,8 @@ from .errors import DATAERR, NO, OrchError
 
 PROG = "orch-lock"
 VERBS = ("run", "who", "new", "ls", "end", "prune")
-_SECONDS = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-FOREVER = 1e9  # longer waits are unbounded ones (and setitimer's range ends near here)
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")  # ASCII digits: \d takes any script's
+FOREVER = 1e9  # the longest -w; waiting that long is waiting without end (setitimer's range)
 
 
 def main(argv):
@@ -46,15 +46,14 @@ def main(argv):
 
 
 def _seconds(text):
-    if not _SECONDS.fullmatch(text):
-        raise OrchError(f"bad -w value: {text!r} (want seconds, e.g. 10 or 0.5)", DATAERR)
+    if not _SECONDS.fullmatch(text) or float(text) > FOREVER:
+        raise OrchError(f"bad -w value: {text!r} (want seconds from 0 to {FOREVER:.0f}, "
+                        "e.g. 10 or 0.5)", DATAERR)
     return float(text)
 
 
 def _exit_code(text):
-    if not text.isdigit() or int(text) > 255:
-        raise OrchError(f"bad -E value: {text!r} (want an exit status, 0 to 255)", DATAERR)
-    return int(text)
+    return cli.integer(text, "-E value (an exit status)", 0, 255)
 
 
 def warn_network(path):
