@@ -84,16 +84,22 @@ def cmd_uninstall(args):
 
 
 def cmd_run(args):
+    git.git_bin()  # even with nothing to do: a cron job without git should say so
     conn = store.connect()
     failed = worktrees.run_events(_installed_repos(args, conn))
-    for top, message in failed:
-        print(f"{PROG}: error: {top}: {message}", file=sys.stderr)
+    for _top, message in failed:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
     return NO if failed else 0
 
 
 def cmd_daemon(args):
+    import signal
+
     from .daemon import Daemon
-    conn = store.connect()  # fail here, in the foreground, if the store is unusable
+    # Fail here, in the foreground, on what would make every pass fail.
+    git.git_bin()
+    conn = store.connect()
+    worktrees.check_store(conn)
     only = _installed_repos(args, conn) if _dirs(args) else None
     conn.close()
     daemon = Daemon(worktrees.DAEMON_LOCK)
@@ -105,7 +111,7 @@ def cmd_daemon(args):
         print(daemon.detach(loop, "orch-sync.log"))
         return 0
     daemon.serve(loop)
-    return 0
+    return 130 if getattr(daemon, "stopped_by", None) == signal.SIGINT else 0
 
 
 def cmd_now(args):

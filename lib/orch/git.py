@@ -13,6 +13,9 @@ Rules:
   contends with the agent's own git commands.
 - git missing -> OrchError exit 69.  A git command that fails raises GitError
   (its status and first stderr line); the caller decides what that means.
+- A value that came from configuration or the command line (a remote, a
+  branch, a revision) is passed after --end-of-options, so it can never be
+  read as an option.
 """
 
 import os
@@ -73,7 +76,11 @@ def run(cwd, *args, input=None, ok=(0,), extra_env=None, timeout=300):
         raise GitError(args, -1, f"git {args[0]} did not finish within {timeout} s".encode()
                        ) from None
     except OSError as e:
-        raise GitError(args, -1, str(e).encode()) from None
+        # The git found at start-up is gone (or no longer runnable): look it up
+        # again next time, so a daemon carries on once git is back.
+        global _bin
+        _bin = None
+        raise GitError(args, -1, f"cannot run {argv[0]}: {e.strerror}".encode()) from None
     if proc.returncode not in ok:
         raise GitError(args, proc.returncode, proc.stderr, proc.stdout)
     return proc
@@ -188,7 +195,7 @@ def rev(cwd, name):
 
 def counts(cwd, base, head):
     """(behind, ahead): commits of BASE not in HEAD, and of HEAD not in BASE."""
-    text = out(cwd, "rev-list", "--left-right", "--count", f"{base}...{head}")
+    text = out(cwd, "rev-list", "--left-right", "--count", "--end-of-options", f"{base}...{head}")
     behind, ahead = text.split()
     return int(behind), int(ahead)
 
@@ -200,7 +207,7 @@ def merge_tree(cwd, ours, theirs):
     Raises GitError when git cannot merge them at all (unrelated histories).
     """
     proc = run(cwd, "merge-tree", "--write-tree", "--name-only", "-z", "--no-messages",
-               ours, theirs, ok=(0, 1))
+               "--end-of-options", ours, theirs, ok=(0, 1))
     fields = proc.stdout.decode("utf-8", "surrogateescape").split("\0")
     tree, files = fields[0], [f for f in fields[1:] if f]
     if proc.returncode == 1 and not files:

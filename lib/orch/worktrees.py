@@ -5,13 +5,21 @@ Rules:
   which every worktree shares.  A hook that was there is renamed NAME.orch-chained
   and run by ours with the same arguments and input, its exit status passed on;
   uninstall renames it back, so the directory ends byte for byte as it was.
-  Our hooks are recognised by their second line (MARKER).
+  Our hooks are recognised by their second line (MARKER).  Install and
+  uninstall are all or nothing: the database row is written first, in a write
+  transaction held while the files change; each file change records how to
+  undo it, and a failure (of a file change or of the commit) undoes them all.
 - Events: a hook appends one line to <state>/sync/<key>.events, a file only
-  orch-sync creates (0600).  A consumer holding the repository's lock reads the
-  file and truncates it, then passes.  A line that lands between the read and
+  orch-sync creates (0600), and only when it is a regular file, not a symlink;
+  orch-sync opens it O_NOFOLLOW.  A consumer holding the repository's lock reads
+  the file and truncates it, then passes; a pass that fails appends the lines
+  back, so a later run retries.  A line that lands between the read and
   the truncation is lost as text but not as a trigger: the hook ran after its
   ref update, so the pass that follows the truncation sees the update.  Events
   arriving during a pass leave the file non-empty: one more pass, however many.
+- orch.remote and orch.base reach git as arguments: a remote must be a
+  configured remote's name, neither may start with '-', and both are passed
+  after --end-of-options.
 - One pass per repository at a time (lock sync.<key>); repositories in parallel.
 - A worktree is changed only if it is on a branch, has no staged, unstaged or
   untracked (not ignored) change, is not in the middle of a merge, rebase,
@@ -36,9 +44,10 @@ Rules:
 
 import _thread
 import os
+import stat
 import time
 
-from . import clock, git, locks, paths, store
+from . import cli, clock, git, locks, paths, store
 from .errors import CANTCREAT, DATAERR, UNAVAILABLE, OrchError
 
 HOOKS = ("reference-transaction", "post-checkout")
@@ -53,6 +62,8 @@ POLL_S = 0.05          # the daemon's stat of each events file: well inside the 
 RELOAD_S = 1.0         # how often the daemon re-reads which repositories it serves
 SAFETY_PASS_S = 300.0  # a full pass this often anyway: a worktree cleaned without a commit
 MAX_WORKERS = 8        # worktrees looked at in parallel within one pass
+RETRY_S, RETRY_MAX_S = 1.0, 60.0  # the daemon's first and longest wait after a failed pass
+UNLIMITED = 1 << 30    # the status table's width: its last column is never cut short
 IN_PROGRESS = (("rebase-merge", "rebase"), ("rebase-apply", "rebase or am"),
                ("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick"),
                ("REVERT_HEAD", "revert"), ("sequencer", "cherry-pick or revert"),
@@ -125,10 +136,11 @@ def is_ours(path):
 
 def _write_hook(path, text):
     tmp = f"{path}.orch-sync.{os.getpid()}.tmp"
+    data = text.encode("utf-8") if isinstance(text, str) else text
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.chmod(tmp, 0o755)
         os.replace(tmp, path)
     except OSError as e:
@@ -137,6 +149,23 @@ def _write_hook(path, text):
         except OSError:
             pass
         raise OrchError(f"cannot write {path}: {e.strerror}", CANTCREAT) from None
+
+
+def _file_op(what, fn, *paths_):
+    """Run FN(*PATHS_), turning a failure into exit 73 naming WHAT was being done."""
+    try:
+        fn(*paths_)
+    except OSError as e:
+        raise OrchError(f"cannot {what} {paths_[0]}: {e.strerror}", CANTCREAT) from None
+
+
+def _undo(steps):
+    """Take back file changes, last first; a step that cannot be undone is passed over."""
+    for step in reversed(steps):
+        try:
+            step()
+        except (OSError, OrchError):
+            pass
 
 
 def check_hooks_dir(repo):
@@ -157,70 +186,105 @@ def check_hooks_dir(repo):
 
 
 def install(conn, repo):
-    """Install our hooks for REPO (idempotent); return the hooks directory."""
+    """Install our hooks for REPO (idempotent); return the hooks directory.
+
+    All or nothing: the repository's row is written first, in a write
+    transaction held while the files change; a file change that fails rolls
+    the row back and undoes the changes made so far, and so does a commit that
+    fails after the files were changed.
+    """
     check_hooks_dir(repo)
-    events = events_path(repo, create=True)
     hooks = repo.hooks_dir
-    created = not os.path.isdir(hooks)
-    if created:
-        try:
-            os.makedirs(hooks, 0o755)
-        except OSError as e:
-            raise OrchError(f"cannot create {hooks}: {e.strerror}", CANTCREAT) from None
     texts = {name: hook_source(name) for name in HOOKS}  # all found before anything changes
     for name in HOOKS:
         path = os.path.join(hooks, name)
         if os.path.lexists(path) and not is_ours(path) and os.path.lexists(path + CHAINED):
             raise OrchError(f"{path} is not orch-sync's and {path + CHAINED} exists too; move "
                             "one of them away first", CANTCREAT)
+    ctx = _context(repo)
+    remote = ctx.cfg.get("orch.remote")
+    url = _normal_url(ctx.cfg.get(f"remote.{remote}.url"), ctx.cwd) if remote else None
+    undo = []
+    try:
+        with store.tx(conn):
+            _register_rows(conn, repo, hooks=hooks, remote=remote, remote_url=url)
+            _install_files(repo, hooks, texts, undo)
+    except BaseException:
+        _undo(undo)
+        raise
+    return hooks
+
+
+def _install_files(repo, hooks, texts, undo):
+    """Write our hooks (and the events file), appending to UNDO how to take each step back."""
+    events = events_path(repo)
+    if not os.path.lexists(events):
+        events_path(repo, create=True)
+        undo.append(lambda: os.unlink(events))
+    else:
+        events_path(repo, create=True)  # refuses a symlink planted there
+    created = not os.path.isdir(hooks)
+    if created:
+        _file_op("create", lambda p: os.makedirs(p, 0o755), hooks)
+        undo.append(lambda: os.rmdir(hooks))
     for name in HOOKS:
         path = os.path.join(hooks, name)
         saved = path + CHAINED
         mark = created
-        if is_ours(path):
-            with open(path, encoding="utf-8", errors="replace") as f:
-                mark = mark or CREATED in f.read()
+        ours = is_ours(path)
+        if ours:
+            with open(path, "rb") as f:
+                old = f.read()
+            mark = mark or CREATED.encode() in old
+            undo.append(lambda path=path, old=old: _write_hook(path, old))
         elif os.path.lexists(path):
-            try:
-                os.rename(path, saved)
-            except OSError as e:
-                raise OrchError(f"cannot move {path} aside: {e.strerror}", CANTCREAT) from None
+            _file_op("move aside", os.rename, path, saved)
+            undo.append(lambda path=path, saved=saved: os.rename(saved, path))
         _write_hook(path, render_hook(texts[name], events, mark))
-    ctx = Context(repo)
-    remote = ctx.cfg.get("orch.remote")
-    url = _normal_url(ctx.cfg.get(f"remote.{remote}.url"), ctx.cwd) if remote else None
-    register(conn, repo, hooks=hooks, remote=remote, remote_url=url)
-    return hooks
+        if not ours:
+            undo.append(lambda path=path: os.unlink(path))
 
 
 def uninstall(conn, repo):
-    """Remove our hooks and put back what was there; return warnings (strings)."""
+    """Remove our hooks and put back what was there; return warnings (strings).
+
+    All or nothing, as install: the row is updated first, in a write
+    transaction held while the hooks change, and the hooks are put back if
+    that transaction cannot commit.
+    """
     hooks = repo.hooks_dir
-    warnings, created = [], False
-    for name in HOOKS:
-        path = os.path.join(hooks, name)
-        saved = path + CHAINED
-        if is_ours(path):
-            with open(path, encoding="utf-8", errors="replace") as f:
-                created = created or CREATED in f.read()
-            os.unlink(path)
-            if os.path.lexists(saved):
-                os.rename(saved, path)
-        elif os.path.lexists(saved):
-            warnings.append(f"{path} is no longer orch-sync's; left it and {saved} as they are")
+    warnings, created, undo = [], False, []
+    try:
+        with store.tx(conn):
+            conn.execute("UPDATE sync_repos SET hooks = NULL, updated = ? WHERE repo = ?",
+                         (clock.now(), repo.common_dir))
+            for name in HOOKS:
+                path = os.path.join(hooks, name)
+                saved = path + CHAINED
+                if is_ours(path):
+                    with open(path, "rb") as f:
+                        old = f.read()
+                    created = created or CREATED.encode() in old
+                    _file_op("remove", os.unlink, path)
+                    undo.append(lambda path=path, old=old: _write_hook(path, old))
+                    if os.path.lexists(saved):
+                        _file_op("restore", os.rename, saved, path)
+                        undo.append(lambda path=path, saved=saved: os.rename(path, saved))
+                elif os.path.lexists(saved):
+                    warnings.append(f"{path} is no longer orch-sync's; left it and {saved} as "
+                                    "they are")
+    except BaseException:
+        _undo(undo)
+        raise
     if created:
         try:
             os.rmdir(hooks)
         except OSError:
             pass  # not empty: something else lives there now
-    with store.tx(conn):
-        conn.execute("UPDATE sync_repos SET hooks = NULL, updated = ? WHERE repo = ?",
-                     (clock.now(), repo.common_dir))
-    for path in (events_path(repo),):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    try:
+        os.unlink(events_path(repo))
+    except OSError:
+        pass
     return warnings
 
 
@@ -247,11 +311,14 @@ def events_path(repo, create=False):
 
 
 def pending(repo):
-    """True when the repository's events file holds events (one stat)."""
+    """True when the repository's events file holds events (one lstat).  Anything
+    but a regular file there (a planted symlink) counts too, so that the pass
+    reading it refuses it out loud."""
     try:
-        return os.stat(events_path(repo)).st_size > 0
+        st = os.lstat(events_path(repo))
     except OSError:
         return False
+    return st.st_size > 0 or not stat.S_ISREG(st.st_mode)
 
 
 def take_events(repo):
@@ -274,18 +341,28 @@ def take_events(repo):
 
 def register(conn, repo, hooks=None, **fields):
     """Create or update REPO's row; HOOKS (when given) records an install."""
-    now = clock.now()
     with store.tx(conn):
-        conn.execute("INSERT INTO sync_repos (repo, top, bare, updated) VALUES (?, ?, ?, ?) "
-                     "ON CONFLICT(repo) DO UPDATE SET top = excluded.top, "
-                     "updated = excluded.updated",
-                     (repo.common_dir, repo.top, int(repo.bare), now))
-        if hooks is not None:
-            conn.execute("UPDATE sync_repos SET hooks = ? WHERE repo = ?",
-                         (hooks, repo.common_dir))
-        for key, value in fields.items():
-            conn.execute(f"UPDATE sync_repos SET {key} = ? WHERE repo = ?",
-                         (value, repo.common_dir))
+        _register_rows(conn, repo, hooks, **fields)
+
+
+def _register_rows(conn, repo, hooks=None, **fields):
+    conn.execute("INSERT INTO sync_repos (repo, top, bare, updated) VALUES (?, ?, ?, ?) "
+                 "ON CONFLICT(repo) DO UPDATE SET top = excluded.top, "
+                 "updated = excluded.updated",
+                 (repo.common_dir, repo.top, int(repo.bare), clock.now()))
+    if hooks is not None:
+        conn.execute("UPDATE sync_repos SET hooks = ? WHERE repo = ?", (hooks, repo.common_dir))
+    for key, value in fields.items():
+        conn.execute(f"UPDATE sync_repos SET {key} = ? WHERE repo = ?",
+                     (value, repo.common_dir))
+
+
+def check_store(conn):
+    """Read each table a pass uses once: an unreadable store raises here (the daemon's
+    check in the foreground) rather than in a detached daemon that then dies."""
+    for table in ("sync_repos", "sync_worktrees", "sync_conflicts", "sync_predictions",
+                  "sync_targets"):
+        conn.execute(f"SELECT count(*) FROM {table}").fetchone()
 
 
 def installed(conn):
@@ -342,11 +419,21 @@ class Context:
             return
         self.remote = self.cfg.get("orch.remote") or None
         base = self.cfg.get("orch.base") or None
+        # Both reach git as arguments: neither may look like an option, and the
+        # remote must be one configured here (not a URL or path given in its place).
+        if base and base.startswith("-"):
+            self.error = f"bad orch.base {base!r} (a branch name cannot start with '-')"
+            return
+        if self.remote and (self.remote.startswith("-")
+                            or f"remote.{self.remote}.url" not in self.cfg):
+            self.error = (f"bad orch.remote {self.remote!r} (want the name of a remote "
+                          "configured in this repository, see git remote)")
+            return
         if self.remote:
             self.remote_url = _normal_url(self.cfg.get(f"remote.{self.remote}.url"), self.cwd)
             try:
-                git.run(self.cwd, "fetch", "--quiet", "--no-write-fetch-head", self.remote,
-                        extra_env=QUIET, timeout=120)
+                git.run(self.cwd, "fetch", "--quiet", "--no-write-fetch-head",
+                        "--end-of-options", self.remote, extra_env=QUIET, timeout=120)
             except git.GitError as e:
                 self.error = f"fetch from {self.remote} failed: {e}"
                 return
@@ -387,7 +474,8 @@ def _normal_url(url, cwd):
 
 def _remote_head(cwd, remote):
     try:
-        ref = git.out(cwd, "symbolic-ref", "-q", f"refs/remotes/{remote}/HEAD", ok=(0,))
+        ref = git.out(cwd, "symbolic-ref", "-q", "--end-of-options", f"refs/remotes/{remote}/HEAD",
+                      ok=(0,))
     except git.GitError:
         return None
     return ref.removeprefix(f"refs/remotes/{remote}/")
@@ -907,7 +995,11 @@ def process(repo, force=False, once=False, stopping=None):
                 if not lines and not force:
                     break
                 force = False
-                results.append(sync_pass(conn, repo, lines))
+                try:
+                    results.append(sync_pass(conn, repo, lines))
+                except BaseException:
+                    _requeue(repo, lines)
+                    raise
                 _poke_peers(conn, repo, lines)
                 if once:
                     break
@@ -916,10 +1008,35 @@ def process(repo, force=False, once=False, stopping=None):
     return results
 
 
+def _requeue(repo, lines):
+    """Put back the events of a pass that failed, so that a later run retries it."""
+    if not lines:
+        return
+    try:
+        fd = os.open(events_path(repo), os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, "".join(f"{line}\n" for line in lines).encode("utf-8", "surrogateescape"))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def failure_text(repo, error):
+    """ERROR (an OrchError or a bug) as one line naming REPO, for a log or stderr."""
+    text = str(error) if isinstance(error, OrchError) else \
+        f"internal error: {type(error).__name__}: {error}"
+    if not text.startswith(f"{repo.top}: "):
+        text = f"{repo.top}: {text}"
+    return cli.visible(text)
+
+
 def run_events(repos, stopping=None, rounds=3):
     """Process the recorded events of REPOS, in parallel across repositories; repeat
     while a pass gave another repository an event (clones of one remote).  Returns
-    a list of (repo, error message) for repositories that failed."""
+    a list of (repository top, one-line message naming it) for those that failed."""
     failed = {}
     for _ in range(rounds):
         todo = [r for r in repos if pending(r)]
@@ -937,8 +1054,8 @@ def _parallel_repos(repos, stopping):
     def work(repo):
         try:
             process(repo, stopping=stopping)
-        except OrchError as e:
-            errors[repo.top] = str(e)
+        except Exception as e:  # noqa: BLE001 - reported with the others, as the daemon does
+            errors[repo.top] = failure_text(repo, e)
 
     threads = [threading.Thread(target=work, args=(r,), daemon=True) for r in repos]
     for t in threads:
@@ -950,38 +1067,47 @@ def _parallel_repos(repos, stopping):
 
 def serve(daemon, only=None):
     """The daemon loop: a stat of each events file every POLL_S, a worker thread per
-    repository with events, a full pass of each every SAFETY_PASS_S."""
+    repository with events, a full pass of each every SAFETY_PASS_S.  A repository
+    whose pass failed (git gone, the store busy) is logged and tried again with a
+    full pass after RETRY_S, doubling up to RETRY_MAX_S while it keeps failing."""
     import sys
     import threading
     conn = store.connect()
     workers, last_full, repos = {}, {}, []
+    retry = {}  # repository -> (when to try again, the delay after that)
     last_reload = -RELOAD_S
     while not daemon.stopping.is_set():
         tick = time.monotonic()
         if tick - last_reload >= RELOAD_S:
             repos = list(only) if only else installed(conn)
             for repo in repos:
-                events_path(repo, create=True)
+                try:
+                    events_path(repo, create=True)
+                except OrchError:
+                    pass  # something else is in its place: the pass reports it
             last_reload = tick
         for repo in repos:
             key = repo.common_dir
             worker = workers.get(key)
             if worker is not None and worker.is_alive():
                 continue
-            full = tick - last_full.get(key, -SAFETY_PASS_S) >= SAFETY_PASS_S
+            again, delay = retry.get(key, (None, RETRY_S))
+            if again is not None and tick < again:
+                continue
+            full = again is not None or tick - last_full.get(key, -SAFETY_PASS_S) >= SAFETY_PASS_S
             if not (full or pending(repo)):
                 continue
             if full:
                 last_full[key] = tick
 
-            def work(repo=repo, full=full):
+            def work(repo=repo, full=full, key=key, delay=delay):
                 try:
                     process(repo, force=full, stopping=daemon.stopping)
-                except OrchError as e:
-                    print(f"orch-sync daemon: {repo.top}: {e}", file=sys.stderr, flush=True)
+                    retry.pop(key, None)
                 except Exception as e:  # noqa: BLE001 - keep serving the other repositories
-                    print(f"orch-sync daemon: {repo.top}: internal error: "
-                          f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                    print(f"orch-sync: error: {failure_text(repo, e)}", file=sys.stderr,
+                          flush=True)
+                    retry[key] = (time.monotonic() + delay, min(delay * 2, RETRY_MAX_S))
 
             workers[key] = threading.Thread(target=work, daemon=True)
             workers[key].start()
@@ -1068,16 +1194,6 @@ def status_path():
     return os.path.join(sync_dir(), "status.txt")
 
 
-def render_table(rows, headers):
-    if not rows:
-        return ""
-    rows = [["" if v is None else str(v) for v in row] for row in [headers, *rows]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(headers) - 1)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[-1]]).rstrip()
-             for r in rows]
-    return "\n".join(lines) + "\n"
-
-
 def status_text(conn, repo=None):
     """The view for people: per repository a heading, a table of its worktrees (named
     relative to the directory holding the repository) and its open conflicts."""
@@ -1088,21 +1204,25 @@ def status_text(conn, repo=None):
             continue
         rows = [w for w in statuses if w["repo"] == r["repo"]]
         last = clock.local(r["last_pass"]) if r["last_pass"] else "never"
-        out.append(f"{'' if not out else chr(10)}{r['top']}  (base {r['base'] or '?'}, policy "
-                   f"{r['policy'] or 'merge'}, hooks "
-                   f"{'installed' if r['hooks'] else 'not installed'}, last pass {last})\n")
+        # Paths, branches, file names and messages may hold control characters:
+        # every line goes through cli.visible or cli.table_lines, so each stays one line.
+        out.append(f"{'' if not out else chr(10)}" + cli.visible(
+            f"{r['top']}  (base {r['base'] or '?'}, policy {r['policy'] or 'merge'}, hooks "
+            f"{'installed' if r['hooks'] else 'not installed'}, last pass {last})") + "\n")
         if r["error"]:
-            out.append(f"  error: {r['error']}\n")
-        table = render_table(
+            out.append(f"  {cli.visible('error: ' + r['error'])}\n")
+        table = cli.table_lines(
             [(_display(w["path"], r["top"]), w["branch"] or "-", (w["head"] or "-")[:7],
               _num(w["ahead"]), _num(w["behind"]),
               {True: "yes", False: "no"}.get(w["dirty"], "?"),
               clock.local(w["last_sync"], with_date=False) if w["last_sync"] else "-",
               state_text(w)) for w in rows],
-            ["WORKTREE", "BRANCH", "HEAD", "AHEAD", "BEHIND", "DIRTY", "SYNCED", "STATE"])
-        out.extend(f"  {line}\n" for line in table.splitlines())
+            ["WORKTREE", "BRANCH", "HEAD", "AHEAD", "BEHIND", "DIRTY", "SYNCED", "STATE"],
+            width=UNLIMITED)
+        out.extend(f"  {line}\n" for line in table)
         for c in recorded_conflicts(conn, r["repo"]):
-            out.append(f"  conflict: {c['a']} with {c['b']}: {', '.join(c['files'])}\n")
+            out.append("  " + cli.visible(f"conflict: {c['a']} with {c['b']}: "
+                                          f"{', '.join(c['files'])}") + "\n")
     return "".join(out)
 
 
