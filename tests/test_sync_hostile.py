@@ -95,7 +95,7 @@ def test_an_install_that_fails_half_way_is_taken_back(two):
     hooks = hooks_of(fresh)
     # reference-transaction is written first; then post-checkout cannot be (a directory
     # sits where its temporary file goes): everything done so far must be undone.
-    os.mkdir(os.path.join(hooks, f"post-checkout.orch-sync.{os.getpid()}.tmp"))
+    os.mkdir(os.path.join(hooks, f".post-checkout.{os.getpid()}.tmp"))  # paths.write_atomic's
     before, rows = tree_bytes(hooks), repo_rows()
     conn = store.connect()
     try:

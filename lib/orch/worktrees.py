@@ -135,20 +135,7 @@ def is_ours(path):
 
 
 def _write_hook(path, text):
-    tmp = f"{path}.orch-sync.{os.getpid()}.tmp"
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o755)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OrchError(f"cannot write {path}: {e.strerror}", CANTCREAT) from None
+    paths.write_atomic(path, text, mode=0o755, status=CANTCREAT)
 
 
 def _file_op(what, fn, *paths_):
