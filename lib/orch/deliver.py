@@ -1,11 +1,11 @@
 """Typing check-ins into panes: one pass over everything due, and the daemon loop.
 
 Rules:
-- A pass starts one worker per due (server, target); workers run in
-  parallel, so different panes are typed into at the same time.
-- A worker resolves its target to a pane id and holds that pane's lock
-  (locks/pane.<server>.<id>) while it claims and types, so typing into one
-  pane is serialised across every process, and p:0, p:0.0 and %3 are one pane.
+- A pass starts one worker per due pane; workers run in parallel, so
+  different panes are typed into at the same time.
+- A worker holds its pane's lock (locks/pane.<server>.<id>) while it claims
+  and types, so typing into one pane is serialised across every process, and
+  p:0, p:0.0 and %3 are one pane.  A pane locked by another runner is left to it.
 - A task is claimed only when its worker holds the pane and is about to type.
 - Never into a bare shell: the note would run as a command.
 - Never into a window that shows a usage-limit notice: its screen is captured
@@ -52,8 +52,13 @@ def run_pass(stopping=None):
 
 
 class Pass:
-    """One pass: a worker thread per due target, sharing one connection.
+    """One pass: a worker thread per due pane, sharing one connection.
 
+    Targets are resolved, and the panes' screens captured, with one tmux call
+    each per server.  The pass takes each pane's lock without waiting: a pane
+    whose lock another runner holds is that runner's to type into (it claims
+    until nothing there is due), so this pass leaves it alone.  All names of
+    one pane (p:0, p:0.0, %3) are served by one worker, earliest due first.
     The workers' transactions go through self.db one at a time: inside one
     process they never meet SQLite's busy handler, whose sleeps grow to 100 ms.
     """
@@ -71,26 +76,36 @@ class Pass:
         return self.stopping is not None and self.stopping.is_set()
 
     def run(self):
+        held = []
         try:
             with self.db:
                 limits.resume_due(self.conn, tmux.capture)
                 due = tasks.due_targets(self.conn, clock.now())
-            # One tmux call per server resolves every due target.
-            panes = {}
-            for server in {row["server"] for row in due}:
-                targets = [r["target"] for r in due if r["server"] == server]
-                found = tmux.resolve_all(server, targets)
-                panes.update({(server, t): p for t, p in found.items()})
-                # ... and one more captures every pane's screen for the limits check.
-                tmux.capture_all(server, list({p.id: p for p in found.values()
-                                               if isinstance(p, tmux.Pane)}.values()))
-            sem = threading.BoundedSemaphore(MAX_WORKERS)
+            jobs = []
+            for server in sorted({row["server"] for row in due}):
+                found = tmux.resolve_all(server, [r["target"] for r in due
+                                                  if r["server"] == server])
+                by_pane = {}
+                for target, pane in found.items():
+                    if isinstance(pane, tmux.Missing):
+                        jobs.append((self._missing, server, target, pane))
+                    else:
+                        by_pane.setdefault(pane.id, (pane, []))[1].append(target)
+                mine = []
+                for pane, targets in by_pane.values():
+                    fd = locks.open_lock(pane_lock_name(server, pane.id))
+                    if locks.acquire(fd, blocking=False):
+                        held.append(fd)
+                        mine.append(pane)
+                        jobs.append((self._type, server, targets, pane))
+                    else:
+                        os.close(fd)
+                tmux.capture_all(server, mine)
             threads = []
-            for row in due:
+            sem = threading.BoundedSemaphore(MAX_WORKERS)
+            for job in jobs:
                 sem.acquire()
-                key = (row["server"], row["target"])
-                t = threading.Thread(target=self._work, args=(sem, *key, panes[key]),
-                                     daemon=True)
+                t = threading.Thread(target=self._work, args=(sem, *job), daemon=True)
                 t.start()
                 threads.append(t)
             for t in threads:
@@ -99,11 +114,13 @@ class Pass:
                 raise self.errors[0]
             return self.handled
         finally:
+            for fd in held:
+                os.close(fd)  # releases the pane's lock
             self.conn.close()
 
-    def claim(self, server, target):
+    def claim(self, server, targets):
         with self.db:
-            return tasks.claim(self.conn, server, target)
+            return tasks.claim(self.conn, server, targets)
 
     def finish(self, task, result):
         outcome, detail, pane_id, seen = result
@@ -122,43 +139,36 @@ class Pass:
                 tasks.finish(self.conn, task, outcome, detail, pane_id)
             self.handled += 1
 
-    def _work(self, sem, server, target, pane):
+    def _work(self, sem, job, *args):
         try:
-            self._work_target(server, target, pane)
+            job(*args)
         except Exception as e:  # noqa: BLE001 - reported by run(), in the main thread
             self.errors.append(e)
         finally:
             sem.release()
 
-    def _work_target(self, server, target, pane):
-        if isinstance(pane, tmux.Missing):
-            # Nothing to type into: every due occurrence gets its attempt logged and backs off.
-            while not self.stopped() and (claimed := self.claim(server, target)):
-                self.finish(claimed[0], ("retry", str(pane), None, None))
-            return
-        fd = locks.open_lock(pane_lock_name(server, pane.id))
-        try:
-            # The pane was resolved (and captured) just now; once we had to wait
-            # for another runner, or have typed into it, look again before typing.
-            fresh = locks.acquire(fd, blocking=False)
+    def _missing(self, server, target, missing):
+        # Nothing to type into: every due occurrence gets its attempt logged and backs off.
+        while not self.stopped() and (claimed := self.claim(server, target)):
+            self.finish(claimed[0], ("retry", str(missing), None, None))
+
+    def _type(self, server, targets, pane):
+        # PANE was resolved and captured just now; after typing, look again.
+        fresh = True
+        while not self.stopped() and (claimed := self.claim(server, targets)):
+            task, action = claimed
             if not fresh:
-                locks.acquire(fd)
-            while not self.stopped() and (claimed := self.claim(server, target)):
-                task, action = claimed
-                if not fresh:
-                    try:
-                        pane = tmux.inspect(server, pane.id)
-                    except tmux.Missing as e:
-                        self.finish(task, ("retry", str(e), pane.id, None))
-                        continue
-                result = deliver_one(server, target, task, self.delay, pane)
-                fresh = False
-                if result[0] == "delivered" and action == "late":
-                    late = clock.fmt_duration(clock.now() - task["due"])
-                    result = ("delivered", f"late by {late} (caught up)", *result[2:])
-                self.finish(task, result)
-        finally:
-            os.close(fd)
+                try:
+                    pane = tmux.inspect(server, pane.id)
+                except tmux.Missing as e:
+                    self.finish(task, ("retry", str(e), pane.id, None))
+                    continue
+            fresh = False
+            result = deliver_one(server, task["target"], task, self.delay, pane)
+            if result[0] == "delivered" and action == "late":
+                late = clock.fmt_duration(clock.now() - task["due"])
+                result = ("delivered", f"late by {late} (caught up)", *result[2:])
+            self.finish(task, result)
 
 
 def deliver_one(server, target, task, delay, pane):

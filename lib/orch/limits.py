@@ -412,9 +412,18 @@ def resume_due(conn, capture, now=None):
                 conn.execute("UPDATE limited_panes SET state = 'resumed' WHERE account = ? AND "
                              "server = ? AND pane = ?", (name, pane["server"], pane["pane"]))
             if seen is not None:
-                added.append(tasks.add(conn, pane["pane"], pane["server"], note,
-                                       now + stagger * RESUME_STAGGER_S, account=name,
+                # This window's turn; the resume message is due just before it, so
+                # that it comes first, and the check-ins it held right after.
+                at = now + stagger * RESUME_STAGGER_S
+                added.append(tasks.add(conn, pane["pane"], pane["server"], note, at - 0.5,
+                                       account=name,
                                        key=f"resume:{name}:{pane['server']}:{pane['pane']}"))
+                with store.tx(conn):
+                    conn.execute("UPDATE tasks SET not_before = ? WHERE account = ? AND "
+                                 "status = 'pending' AND server = ? AND target IN (?, ?) AND "
+                                 "not_before < ? AND id != ?",
+                                 (at, name, pane["server"], pane["target"], pane["pane"], at,
+                                  added[-1]))
                 stagger += 1
         else:
             with store.tx(conn):

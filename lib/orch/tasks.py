@@ -223,19 +223,22 @@ def plan(task, now):
     return "late" if task["catch_up"] == "once" else "miss"
 
 
-def claim(conn, server, target, now=None, lease=LEASE_S):
-    """Claim the next occurrence due at (SERVER, TARGET), applying the catch-up policy.
+def claim(conn, server, targets, now=None, lease=LEASE_S):
+    """Claim the next occurrence due on SERVER at any of TARGETS (the names of one
+    pane; a single name will do), applying the catch-up policy.
 
     Returns (task, action) with action 'deliver' or 'late', or None when
     nothing is due.  Occurrences skipped by policy are marked on the way.
     """
     now = clock.now() if now is None else now
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    params = {"server": server, "now": now, **{f"t{i}": t for i, t in enumerate(targets)}}
+    marks = ", ".join(f":t{i}" for i in range(len(targets)))
     with store.tx(conn):
         while True:
             task = conn.execute(
-                f"{WITH_HOLD} WHERE server = :server AND target = :target AND {CLAIMABLE} "
-                "ORDER BY not_before, tasks.id LIMIT 1",
-                {"server": server, "target": target, "now": now}).fetchone()
+                f"{WITH_HOLD} WHERE server = :server AND target IN ({marks}) AND {CLAIMABLE} "
+                "ORDER BY not_before, tasks.id LIMIT 1", params).fetchone()
             if task is None:
                 return None
             if task["status"] == "running":
