@@ -1,12 +1,13 @@
 """Typing check-ins into panes: one pass over everything due, and the daemon loop.
 
 Rules:
-- A pass starts one worker per due pane; workers run in parallel, so
-  different panes are typed into at the same time.
-- A worker holds its pane's lock (locks/pane.<server>.<id>) while it claims
-  and types, so typing into one pane is serialised across every process, and
-  p:0, p:0.0 and %3 are one pane.  A pane locked by another runner is left to it.
-- A task is claimed only when its worker holds the pane and is about to type.
+- A pass types into every due pane at once, one check-in per pane a round
+  (see Pass): different panes in parallel, one pane one note at a time.
+- A pass holds each pane's lock (locks/pane.<server>.<id>) while it claims
+  and types there, so typing into one pane is serialised across every
+  process, and p:0, p:0.0 and %3 are one pane.  A pane locked by another
+  runner is left to it.
+- A task is claimed only when its pane is held and it is about to be typed.
 - Never into a bare shell: the note would run as a command.
 - Never into a window that shows a usage-limit notice: its screen is captured
   just before typing; a limit suspends the task's account (limits.py) and the
@@ -19,13 +20,11 @@ Rules:
 import hashlib
 import os
 import sys
-import threading
 import time
 
-from . import clock, limits, locks, store, tasks, tmux
+from . import clock, limits, locks, paths, store, tasks, tmux
 from .errors import DATAERR, OrchError
 
-MAX_WORKERS = 128
 MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
 TRANSIENT_HOLD_S = 30.0  # an API rate-limit retry on screen: try again shortly
 
@@ -52,15 +51,17 @@ def run_pass(stopping=None):
 
 
 class Pass:
-    """One pass: a worker thread per due pane, sharing one connection.
+    """One pass, in rounds: each round types one check-in into every due pane.
 
-    Targets are resolved, and the panes' screens captured, with one tmux call
-    each per server.  The pass takes each pane's lock without waiting: a pane
-    whose lock another runner holds is that runner's to type into (it claims
-    until nothing there is due), so this pass leaves it alone.  All names of
-    one pane (p:0, p:0.0, %3) are served by one worker, earliest due first.
-    The workers' transactions go through self.db one at a time: inside one
-    process they never meet SQLite's busy handler, whose sleeps grow to 100 ms.
+    Targets are resolved with one tmux call per server, and all names of one
+    pane (p:0, p:0.0, %3) are served together, earliest due first.  The pass
+    takes each pane's lock without waiting: a pane whose lock another runner
+    holds is that runner's to type into (it claims until nothing there is
+    due), so this pass leaves it alone.  A round claims the next occurrence of
+    each pane, looks at every pane (command and screen) with one tmux call,
+    types every note that may go with one more, waits the Enter delay once,
+    and presses Enter everywhere with a third: three tmux calls a round,
+    however many panes.
     """
 
     def __init__(self, stopping=None):
@@ -68,9 +69,8 @@ class Pass:
         tmux.tmux_bin()
         self.stopping = stopping
         self.conn = store.connect(durable=False)
-        self.db = threading.Lock()
+        self.spool = paths.sub("spool", create_dir=True)
         self.handled = 0
-        self.errors = []
 
     def stopped(self):
         return self.stopping is not None and self.stopping.is_set()
@@ -78,123 +78,107 @@ class Pass:
     def run(self):
         held = []
         try:
-            with self.db:
-                limits.resume_due(self.conn, tmux.capture)
-                due = tasks.due_targets(self.conn, clock.now())
-            jobs = []
+            limits.resume_due(self.conn, tmux.capture)
+            due = tasks.due_targets(self.conn, clock.now())
             for server in sorted({row["server"] for row in due}):
                 found = tmux.resolve_all(server, [r["target"] for r in due
                                                   if r["server"] == server])
-                by_pane = {}
+                panes = {}
                 for target, pane in found.items():
                     if isinstance(pane, tmux.Missing):
-                        jobs.append((self._missing, server, target, pane))
+                        self._missing(server, target, pane)
                     else:
-                        by_pane.setdefault(pane.id, (pane, []))[1].append(target)
+                        panes.setdefault(pane.id, (pane, []))[1].append(target)
                 mine = []
-                for pane, targets in by_pane.values():
+                for pane, targets in panes.values():
                     fd = locks.open_lock(pane_lock_name(server, pane.id))
                     if locks.acquire(fd, blocking=False):
                         held.append(fd)
-                        mine.append(pane)
-                        jobs.append((self._type, server, targets, pane))
+                        mine.append((pane, targets))
                     else:
                         os.close(fd)
-                tmux.capture_all(server, mine)
-            threads = []
-            sem = threading.BoundedSemaphore(MAX_WORKERS)
-            for job in jobs:
-                sem.acquire()
-                t = threading.Thread(target=self._work, args=(sem, *job), daemon=True)
-                t.start()
-                threads.append(t)
-            for t in threads:
-                t.join()
-            if self.errors:  # a worker could not go on (the database stayed busy, say)
-                raise self.errors[0]
+                self._rounds(server, mine)
             return self.handled
         finally:
             for fd in held:
                 os.close(fd)  # releases the pane's lock
             self.conn.close()
 
-    def claim(self, server, targets):
-        with self.db:
-            return tasks.claim(self.conn, server, targets)
-
-    def finish(self, task, result):
-        outcome, detail, pane_id, seen = result
-        with self.db:
-            if outcome == "limited":
-                with store.tx(self.conn):
-                    until = limits.suspend(self.conn, task["account"], seen, task["server"],
-                                           pane_id, task["target"])
-                tasks.hold(self.conn, task, until, f"usage limit ({seen.kind}): {seen.line}; "
-                           f"account {task['account']} suspended until {clock.iso(until)}",
-                           pane_id)
-            elif outcome == "transient":
-                tasks.hold(self.conn, task, clock.now() + TRANSIENT_HOLD_S,
-                           f"transient rate limit on screen: {seen.line}", pane_id)
-            else:
-                tasks.finish(self.conn, task, outcome, detail, pane_id)
-            self.handled += 1
-
-    def _work(self, sem, job, *args):
-        try:
-            job(*args)
-        except Exception as e:  # noqa: BLE001 - reported by run(), in the main thread
-            self.errors.append(e)
-        finally:
-            sem.release()
-
     def _missing(self, server, target, missing):
         # Nothing to type into: every due occurrence gets its attempt logged and backs off.
-        while not self.stopped() and (claimed := self.claim(server, target)):
-            self.finish(claimed[0], ("retry", str(missing), None, None))
+        while not self.stopped() and (claimed := tasks.claim(self.conn, server, target)):
+            self.finish(claimed[0], "retry", str(missing), None)
 
-    def _type(self, server, targets, pane):
-        # PANE was resolved and captured just now; after typing, look again.
-        fresh = True
-        while not self.stopped() and (claimed := self.claim(server, targets)):
-            task, action = claimed
-            if not fresh:
-                try:
-                    pane = tmux.inspect(server, pane.id)
-                except tmux.Missing as e:
-                    self.finish(task, ("retry", str(e), pane.id, None))
+    def _rounds(self, server, panes):
+        while panes and not self.stopped():
+            claims = []
+            for pane, targets in panes:
+                claimed = tasks.claim(self.conn, server, targets)
+                if claimed is not None:
+                    claims.append((pane, targets, *claimed))
+            if not claims:
+                return
+            if not tmux.capture_all(server, [c[0] for c in claims]):
+                claims = self._look_one_by_one(server, claims)
+            notes = {}
+            for pane, _, task, _ in claims:
+                ready = self._check(server, pane, task)
+                if ready:
+                    notes[pane.id] = task["note"]
+            typed = tmux.paste_all(server, notes, self.spool) if notes else set()
+            if typed:
+                time.sleep(self.delay)
+            missed = set(tmux.keys_all(server, [p for p in notes if p in typed], "Enter"))
+            for pane, _, task, action in claims:
+                if pane.id not in notes:
                     continue
-            fresh = False
-            result = deliver_one(server, task["target"], task, self.delay, pane)
-            if result[0] == "delivered" and action == "late":
-                late = clock.fmt_duration(clock.now() - task["due"])
-                result = ("delivered", f"late by {late} (caught up)", *result[2:])
-            self.finish(task, result)
+                if pane.id not in typed or pane.id in missed:
+                    self.finish(task, "retry", f"can't find pane: {pane.id}", pane.id)
+                elif action == "late":
+                    late = clock.fmt_duration(clock.now() - task["due"])
+                    self.finish(task, "delivered", f"late by {late} (caught up)", pane.id)
+                else:
+                    self.finish(task, "delivered", None, pane.id)
+            panes = [(c[0], c[1]) for c in claims if c[0].id in typed and c[0].id not in missed]
 
+    def _look_one_by_one(self, server, claims):
+        """A pane went away since the round began: look at each, retrying the gone ones."""
+        kept = []
+        for pane, targets, task, action in claims:
+            try:
+                kept.append((tmux.inspect(server, pane.id), targets, task, action))
+            except tmux.Missing as e:
+                self.finish(task, "retry", str(e), pane.id)
+        return kept
 
-def deliver_one(server, target, task, delay, pane):
-    """Type TASK's note into TARGET, resolved just now to PANE.
-
-    Returns (outcome, detail, pane id, detection): outcome 'delivered',
-    'retry' (a failed attempt), 'limited' or 'transient' (the screen says so).
-    """
-    if pane.is_shell:
-        return ("retry", f"no agent running in {target} (the pane runs {pane.command})",
-                pane.id, None)
-    try:
-        screen = pane.screen if pane.screen is not None else tmux.capture(server, pane.id)
-        seen = limits.detect(screen, clock.now())
+    def _check(self, server, pane, task):
+        """True if TASK may be typed into PANE now; else record why not."""
+        if pane.is_shell:
+            self.finish(task, "retry", f"no agent running in {task['target']} "
+                        f"(the pane runs {pane.command})", pane.id)
+            return False
+        seen = limits.detect(pane.screen or "", clock.now())
         if seen.state == "limited":
             if seen.menu:
-                tmux.send_key(server, pane.id, "Escape")
-            return "limited", None, pane.id, seen
+                try:
+                    tmux.send_key(server, pane.id, "Escape")
+                except tmux.Missing:
+                    pass
+            with store.tx(self.conn):
+                until = limits.suspend(self.conn, task["account"], seen, server, pane.id,
+                                       task["target"])
+            tasks.hold(self.conn, task, until, f"usage limit ({seen.kind}): {seen.line}; "
+                       f"account {task['account']} suspended until {clock.iso(until)}", pane.id)
+            return False
         if seen.state == "transient":
-            return "transient", None, pane.id, seen
-        tmux.paste(server, pane.id, task["note"])
-        time.sleep(delay)
-        tmux.send_key(server, pane.id, "Enter")
-    except tmux.Missing as e:
-        return "retry", str(e), pane.id, None
-    return "delivered", None, pane.id, None
+            tasks.hold(self.conn, task, clock.now() + TRANSIENT_HOLD_S,
+                       f"transient rate limit on screen: {seen.line}", pane.id)
+            return False
+        return True
+
+    def finish(self, task, outcome, detail, pane_id):
+        tasks.finish(self.conn, task, outcome, detail, pane_id)
+        self.handled += 1
 
 
 def dry_run():

@@ -203,30 +203,143 @@ def inspect(server, pane_id):
     raise Missing(f"can't find pane: {pane_id}")
 
 
-def capture_all(server, panes):
-    """Capture the screens of many PANES with one tmux call, setting each pane's .screen.
+# tmux sends a command line to its server in one message of at most 16 KiB:
+# longer batches are split.
+BATCH_BYTES = 8000
 
-    Each screen is preceded by a marker line no screen can contain (a random
-    token).  If any pane has gone meanwhile, nothing is set: callers then
-    capture pane by pane.
+
+def _batches(commands):
+    """Join command argument lists with ';' into tmux argument lists of bounded size."""
+    batch, size = [], 0
+    for command in commands:
+        length = sum(len(a) + 1 for a in command) + 2
+        if batch and size + length > BATCH_BYTES:
+            yield batch[:-1]
+            batch, size = [], 0
+        batch += [*command, ";"]
+        size += length
+    if batch:
+        yield batch[:-1]
+
+
+def capture_all(server, panes):
+    """Look at many PANES with one tmux call: set each one's command, mode and screen.
+
+    Each pane's part of the output starts with a line holding a random token
+    (no screen can contain it) and its current command.  Returns False, setting
+    nothing, if any pane has gone meanwhile: callers then look pane by pane.
     """
     if not panes:
-        return
+        return True
     token = os.urandom(8).hex()
-    args = []
+    commands = []
     for pane in panes:
-        args += ["display-message", "-p", "-t", pane.id, f"{token} {pane.id}", ";",
-                 "capture-pane", "-p", "-t", pane.id, ";"]
+        commands += [["display-message", "-p", "-t", pane.id,
+                      # (the format goes through strftime: no literal '%' in it)
+                      f"{token}\t#{{pane_id}}\t#{{pane_current_command}}\t#{{pane_in_mode}}"],
+                     ["capture-pane", "-p", "-t", pane.id]]
     try:
-        out = run(server, *args[:-1]).decode(errors="replace")
+        out = "".join(run(server, *args).decode(errors="replace")
+                      for args in _batches(commands))
     except Missing:
-        return
-    screens = {}
-    for chunk in out.split(token + " ")[1:]:
-        pane_id, _, screen = chunk.partition("\n")
-        screens[pane_id] = screen
+        return False
+    seen = {}
+    for chunk in out.split(token + "\t")[1:]:
+        head, _, screen = chunk.partition("\n")
+        pane_id, _, rest = head.partition("\t")
+        command, _, in_mode = rest.rpartition("\t")
+        seen[pane_id] = (command, in_mode == "1", screen)
+    if any(p.id not in seen for p in panes):
+        return False
     for pane in panes:
-        pane.screen = screens.get(pane.id)
+        pane.command, pane.in_mode, pane.screen = seen[pane.id]
+    return True
+
+
+def paste_all(server, notes, spool):
+    """Type many notes, {pane id: text}, with few tmux calls; return the pane ids typed.
+
+    Each text goes through a uniquely named buffer loaded from a private file
+    in SPOOL (one stdin cannot feed many buffers).  Every buffer is loaded
+    before any is pasted; tmux stops a command line at its first failing
+    command, and paste-buffer -d deletes each buffer it pastes, so the buffers
+    still there afterwards are exactly the notes not typed.
+    """
+    names, files = {}, []
+    try:
+        for pane_id, text in notes.items():
+            name = f"orch-{os.getpid()}-{next(_buffer_numbers)}"
+            path = os.path.join(spool, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            files.append(path)
+            with os.fdopen(fd, "wb") as f:
+                f.write(text.encode())
+            names[name] = pane_id
+        try:
+            for args in _batches([["load-buffer", "-b", name, os.path.join(spool, name)]
+                                  for name in names]):
+                run(server, *args)
+        except Missing:
+            _delete_buffers(server, names)
+            return set()
+        failed = False
+        for args in _batches([command for name, pane_id in names.items() for command in (
+                ["copy-mode", "-q", "-t", pane_id],
+                ["paste-buffer", "-p", "-d", "-b", name, "-t", pane_id])]):
+            try:
+                run(server, *args)
+            except Missing:
+                failed = True
+        if not failed:
+            return set(names.values())
+        # A pane went away: the notes after it in its batch are typed one by one.
+        try:
+            left = set(run(server, "list-buffers", "-F", "#{buffer_name}").decode().split())
+        except Missing:
+            return set()  # the server itself is gone
+        typed = {pane_id for name, pane_id in names.items() if name not in left}
+        for name in [n for n in names if n in left]:
+            try:
+                run(server, "copy-mode", "-q", "-t", names[name], ";",
+                    "paste-buffer", "-p", "-d", "-b", name, "-t", names[name])
+                typed.add(names[name])
+            except Missing:
+                _delete_buffers(server, [name])
+        return typed
+    finally:
+        for path in files:
+            os.unlink(path)
+
+
+def _delete_buffers(server, names):
+    """Delete those of NAMES that are still buffers; return them (all, if tmux is gone)."""
+    try:
+        left = set(run(server, "list-buffers", "-F", "#{buffer_name}").decode().split())
+        for name in left & set(names):
+            run(server, "delete-buffer", "-b", name)
+        return left & set(names)
+    except Missing:
+        return set(names)
+
+
+def keys_all(server, pane_ids, key):
+    """Press KEY in each pane with one tmux call; return the ids it was not pressed in."""
+    missed = []
+    for args in _batches([["send-keys", "-t", p, key] for p in pane_ids]):
+        batch = args[2::5]  # the pane ids of this batch, in order
+        try:
+            run(server, *args)
+        except Missing as e:
+            # tmux stops at the first pane it cannot find, named in its message:
+            # the panes before it got the key, the ones after it get it one by one.
+            failed = next((i for i, p in enumerate(batch) if str(e).endswith(p)), -1)
+            missed += [batch[failed]] if failed >= 0 else []
+            for pane_id in batch[failed + 1:]:
+                try:
+                    send_key(server, pane_id, key)
+                except Missing:
+                    missed.append(pane_id)
+    return missed
 
 
 def paste(server, pane_id, text):
