@@ -22,9 +22,10 @@ MAX_INSTANT = 253402300799.0
 MAX_DURATION = 100 * 365 * 86400.0
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_DUR_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)([dhms])")
-_NUMBER = re.compile(r"(\d+(?:\.\d+)?|\.\d+)")
-_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?")
+# re.ASCII: \d would take any script's digits, which float() then reads.
+_DUR_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)([dhms])", re.ASCII)
+_NUMBER = re.compile(r"(\d+(?:\.\d+)?|\.\d+)", re.ASCII)
+_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)(?::([0-5]\d))?", re.ASCII)
 
 
 def now():
@@ -76,6 +77,15 @@ def _bounded(seconds, text, what):
     if not seconds <= MAX_DURATION:  # also catches inf and nan
         raise OrchError(f"bad {what}: {text!r} (at most 100 years)", DATAERR)
     return seconds
+
+
+def parse_seconds(text, what, low=0.0, high=MAX_DURATION):
+    """Plain seconds (as flock -w and watch -n take them): ASCII digits, an
+    optional fraction, within LOW..HIGH; else OrchError 65 naming WHAT."""
+    if not _NUMBER.fullmatch(text.strip()) or not low <= float(text) <= high:
+        raise OrchError(f"bad {what}: {text!r} (want seconds from {low:g} to {high:g}, "
+                        "e.g. 10 or 0.5)", DATAERR)
+    return float(text)
 
 
 def parse_time(text, ref=None, what="time"):

@@ -25,7 +25,7 @@ Options:
 import os
 import sys
 
-from . import __version__, cli, dash, store
+from . import __version__, cli, clock, dash, store
 from .errors import DATAERR, NO, UNAVAILABLE, OrchError
 
 PROG = "orch-dash"
@@ -97,18 +97,8 @@ def cmd_line(ascii_, project):
     return NO if attention else 0
 
 
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.1 <= value <= 86400:
-        raise OrchError(f"bad -n value: {text!r} (want seconds, 0.1 to 86400)", DATAERR)
-    return value
-
-
 def cmd_watch(args):
-    secs = _seconds(args["-n"])
+    secs = clock.parse_seconds(args["-n"], "-n value", 0.1, 86400)
     project = args["--project"]
     dash.owner(project)  # a bad project name fails now, not on the first redraw
     conn = store.connect()

@@ -25,15 +25,13 @@ Options:
 """
 
 import os
-import re
 import sys
 
-from . import __version__, cli, locks
-from .errors import DATAERR, NO, OrchError
+from . import __version__, cli, clock, locks
+from .errors import NO, OrchError
 
 PROG = "orch-lock"
 VERBS = ("run", "who", "new", "ls", "end", "prune")
-_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")  # ASCII digits: \d takes any script's
 FOREVER = 1e9  # the longest -w; waiting that long is waiting without end (setitimer's range)
 
 
@@ -43,13 +41,6 @@ def main(argv):
         if args.get(verb):
             return globals()[f"cmd_{verb}"](args)
     return 0
-
-
-def _seconds(text):
-    if not _SECONDS.fullmatch(text) or float(text) > FOREVER:
-        raise OrchError(f"bad -w value: {text!r} (want seconds from 0 to {FOREVER:.0f}, "
-                        "e.g. 10 or 0.5)", DATAERR)
-    return float(text)
 
 
 def _exit_code(text):
@@ -66,7 +57,7 @@ def warn_network(path):
 def cmd_run(args):
     name = locks.check_name(args["NAME"])
     code = _exit_code(args["-E"])
-    wait = None if args["-w"] is None else _seconds(args["-w"])
+    wait = None if args["-w"] is None else clock.parse_seconds(args["-w"], "-w value", 0, FOREVER)
     fd = locks.open_lock(name)
     command = None
     try:

@@ -23,21 +23,15 @@ import sys
 import time
 
 from . import clock, limits, locks, paths, store, tasks, tmux
-from .errors import DATAERR, OrchError
+from .errors import OrchError
 
 MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
 TRANSIENT_HOLD_S = 30.0  # an API rate-limit retry on screen: try again shortly
 
 
 def enter_delay():
-    text = os.environ.get("ORCH_ENTER_DELAY") or "0.5"
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 60:
-        raise OrchError(f"ORCH_ENTER_DELAY: bad value {text!r} (want seconds, 0-60)", DATAERR)
-    return value
+    return clock.parse_seconds(os.environ.get("ORCH_ENTER_DELAY") or "0.5",
+                               "ORCH_ENTER_DELAY value", 0, 60)
 
 
 def pane_lock_name(server, pane_id):
