@@ -41,6 +41,9 @@ TIME_KEYS = {"generated", "due", "not_before", "at", "until", "reset", "created"
              "since", "last_pass", "last_event", "last_sync", "checked", "first_seen",
              "last_seen"}
 REFRESH_S = 10
+# The status line's marks: pending check-ins, needs attention, locks, sync.
+LINE_SYMBOLS = ("⏰", "⚠", "🔒", "⇅")
+LINE_ASCII = ("chk", "!", "lck", "sync:")
 
 
 # --- projects -------------------------------------------------------------------
@@ -490,22 +493,14 @@ def line(conn, ascii=False, project=None, now=None):
     attention = reasons(failed, late, pending, scheduler, trees, now)
     n_conf = sum(1 for w in trees if w["state"] == "conflict")
     sync = ("" if not repos else "ok" if not n_conf else f"{n_conf}!")
-    if ascii:
-        parts = [f"chk{pending}"]
-        if attention:
-            parts.append(f"!{len(attention)}")
-        if n_locks:
-            parts.append(f"lck{n_locks}")
-        if sync:
-            parts.append(f"sync:{sync}")
-    else:
-        parts = [f"⏰{pending}"]
-        if attention:
-            parts.append(f"⚠{len(attention)}")
-        if n_locks:
-            parts.append(f"🔒{n_locks}")
-        if sync:
-            parts.append(f"⇅{sync}")
+    check_ins, alarm, lock, synced = LINE_ASCII if ascii else LINE_SYMBOLS
+    parts = [f"{check_ins}{pending}"]
+    if attention:
+        parts.append(f"{alarm}{len(attention)}")
+    if n_locks:
+        parts.append(f"{lock}{n_locks}")
+    if sync:
+        parts.append(f"{synced}{sync}")
     return " ".join(parts), bool(attention)
 
 
