@@ -70,7 +70,7 @@ class Pass:
         return self.stopping is not None and self.stopping.is_set()
 
     def run(self):
-        held = []
+        self.held = {}  # pane lock fds, by (server, pane id)
         try:
             limits.resume_due(self.conn, tmux.capture)
             due = tasks.due_targets(self.conn, clock.now())
@@ -87,14 +87,14 @@ class Pass:
                 for pane, targets in panes.values():
                     fd = locks.open_lock(pane_lock_name(server, pane.id))
                     if locks.acquire(fd, blocking=False):
-                        held.append(fd)
+                        self.held[server, pane.id] = fd
                         mine.append((pane, targets))
                     else:
                         os.close(fd)
                 self._rounds(server, mine)
             return self.handled
         finally:
-            for fd in held:
+            for fd in self.held.values():
                 os.close(fd)  # releases the pane's lock
             self.conn.close()
 
@@ -134,6 +134,10 @@ class Pass:
                 else:
                     self.finish(task, "delivered", None, pane.id)
             panes = [(c[0], c[1]) for c in claims if c[0].id in typed and c[0].id not in missed]
+            # A pane this pass is done with goes back to the other runners at once.
+            for key in [k for k in self.held if k[0] == server
+                        and k[1] not in {p.id for p, _ in panes}]:
+                os.close(self.held.pop(key))
 
     def _look_one_by_one(self, server, claims):
         """A pane went away since the round began: look at each, retrying the gone ones."""
