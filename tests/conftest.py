@@ -42,6 +42,9 @@ def hermetic(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("ORCH_HOME", str(state))
     monkeypatch.setenv("ORCH_ENTER_DELAY", "0.1")
+    # No test may reach the user's tmux server: without the tmux fixture, tasks
+    # name a server that does not exist.
+    monkeypatch.setenv("ORCH_TMUX_SOCKET", str(tmp_path / "no-tmux-server"))
     monkeypatch.setenv("ORCH_NO_AUTOSTART", "1")
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")

@@ -155,10 +155,10 @@ def test_recurring_task_keeps_its_schedule_without_drift(tmux, run):
     task_id = add(run, "--every", "10m", agent.target, "tick",
                   env={"ORCH_NOW": "2026-11-25T20:00:00Z"})
     # Passes run late by varying amounts; the schedule stays on the 10-minute grid.
-    for late in (0, 7, 61, 599):
+    for n, late in enumerate((0, 7, 61, 599), start=1):
         due = task(run, task_id)["due"]
         run_pass(run, env={"ORCH_NOW": str(epoch(due) + late)})
-        wait_until(lambda: agent.received().count(b"\r") >= 1, what="a delivery")
+        wait_until(lambda n=n: agent.received().count(b"\r") >= n, what=f"delivery {n}")
     assert agent.wait_received(b"tick\r" * 4) == b"tick\r" * 4
     assert task(run, task_id)["due"] == "2026-11-25T20:40:00Z"
     assert [a["due"] for a in log(run, task_id)] == [
@@ -238,6 +238,7 @@ def test_concurrent_detach_starts_one_daemon(run):
     for t in threads:
         t.join()
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert all(r.stdout.strip().isdigit() for r in results)
     assert len({r.stdout.strip() for r in results}) == 1
 
 

@@ -46,10 +46,16 @@ class Screen:
 
     def __init__(self, tmux, tmp_path, name, text):
         self.tmux, self.path = tmux, tmp_path / f"{name}.screen"
-        self.path.write_text(text)
+        self.write(text)
+
+    def write(self, text):
+        # Replaced whole, never seen half-written by the agent that shows it.
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.path)
 
     def set(self, agent, text):
-        self.path.write_text(text)
+        self.write(text)
         wait_shown(self.tmux, agent, text)
 
 

@@ -186,15 +186,15 @@ def test_backoff_is_capped_at_fifteen_minutes(run, tmp_path):
 def test_status_exit_codes(run):
     r = run("orch-sched", "status")
     assert r.returncode == 0 and "daemon: not running" in r.stdout
-    add(run, "--in", "5m", "p:0", "pending", env=at(T0))
-    r = run("orch-sched", "status", "--json", env=at(T0))
+    add(run, "--in", "5m", "p:0", "pending")    # on the real clock: the daemon waits for it
+    r = run("orch-sched", "status", "--json")
     assert r.returncode == 1        # pending work and no daemon to do it
     assert json.loads(r.stdout)["overdue"] == 0
     d = run("orch-sched", "daemon", "--detach")
     assert d.returncode == 0
-    r = run("orch-sched", "status", "--json", env=at(T0))
+    r = run("orch-sched", "status", "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["healthy"] is True
-    r = run("orch-sched", "status", "--json", env=at(T0 + HOUR))   # due + grace has passed
+    r = run("orch-sched", "status", "--json", env=at(time.time() + HOUR))  # past due + grace
     assert r.returncode == 1 and json.loads(r.stdout)["overdue"] == 1
 
 
@@ -204,6 +204,7 @@ def test_sigterm_finishes_the_delivery_in_flight(tmux, run, monkeypatch):
     task_id = add(run, agent.target, "in flight")
     pid = int(run("orch-sched", "daemon", "--detach").stdout)
     agent.wait_received(b"in flight")          # typed; the Enter is still to come
+    assert agent.received() == b"in flight"
     os.kill(pid, signal.SIGTERM)
     assert agent.wait_received(b"in flight\r") == b"in flight\r"
     wait_until(lambda: not os.path.exists(f"/proc/{pid}") or

@@ -47,8 +47,10 @@ class Daemon:
             os.close(fd)
 
     def _serve_locked(self, loop, ready=None):
-        locks.write_holder(self.name, command=" ".join(sys.argv), note="daemon")
+        # Signals are handled before the record says we run: a SIGTERM sent to
+        # the pid it names always stops the loop cleanly.
         self._setup_wakeups()
+        locks.write_holder(self.name, command=" ".join(sys.argv), note="daemon")
         if ready is not None:
             os.write(ready, f"{os.getpid()}\n".encode())
             os.close(ready)
