@@ -244,6 +244,7 @@ def test_concurrent_detach_starts_one_daemon(run):
 
 def test_daemon_stops_on_sigterm(run):
     r = run("orch-sched", "daemon", "--detach")
+    assert r.returncode == 0
     pid = int(r.stdout)
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not os.path.exists(f"/proc/{pid}") or

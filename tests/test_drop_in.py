@@ -57,18 +57,21 @@ def test_defaults_and_environment(run, tmp_path):
     assert "Scheduled for: 3 minutes" in note_file.read_text()
 
 
+def test_an_empty_minutes_means_the_default_three(run):
+    r = script("", "note", "p:0", env={"ORCH_NOW": "2026-11-25T20:00:00Z"})
+    assert r.returncode == 0, r.stderr
+    assert tasks(run)[0]["due"] == "2026-11-25T20:03:00Z"
+
+
 def test_due_time_honours_fractional_minutes(run):
     r = script("0.5", "half a minute", "p:0", env={"ORCH_NOW": "2026-11-25T20:00:00Z"})
     assert r.returncode == 0, r.stderr
     assert tasks(run)[0]["due"] == "2026-11-25T20:00:30Z"
 
 
-@pytest.mark.parametrize("minutes", ["abc", "-5", "1.2.3", ".", "5m", ""])
+@pytest.mark.parametrize("minutes", ["abc", "-5", "1.2.3", ".", "5m"])
 def test_bad_minutes_exit_65_and_store_nothing(run, minutes):
-    r = script(minutes, "note", "p:0") if minutes else script("", "note", "p:0")
-    if minutes == "":   # an empty MINUTES means the default, as in the original
-        assert r.returncode == 0
-        return
+    r = script(minutes, "note", "p:0")
     assert r.returncode == 65 and r.stderr.startswith("schedule_with_note.sh: error: bad MINUTES")
     assert r.stdout == "" and tasks(run) == []
 
@@ -106,7 +109,7 @@ def test_autostarts_one_daemon_which_delivers(tmux, run):
     assert r2.returncode == 0
     status = run("orch-sched", "status", "--json")
     pid = json.loads(status.stdout)["pid"]
-    assert pid
+    assert status.returncode == 0 and pid
     daemons = [p for p in os.listdir("/proc") if p.isdigit() and _is_our_daemon(p)]
     assert daemons == [str(pid)]
 

@@ -94,7 +94,8 @@ def test_limit_holds_the_account_and_everyone_resumes_once(tmux, run, tmp_path):
     assert other.wait_received(b"other account\r") == b"other account\r"
     assert show(run, later)["status"] == "pending"
     r = run("orch-sched", "status", "--json", env=at(T0 + 50 * MIN))
-    assert json.loads(r.stdout)["overdue"] == 0   # held, not overdue
+    assert r.returncode == 1                      # pending work, no daemon
+    assert json.loads(r.stdout)["overdue"] == 0   # but held, not overdue
     assert limited.received() == b""
     assert show(run, elsewhere)["status"] == "done"
 
@@ -186,6 +187,7 @@ def test_limits_set_and_clear_by_hand(tmux, run, tmp_path):
     run_pass(run, T0 + MIN)
     assert agent.received() == b"" and show(run, task_id)["log"] == []
     r = run("orch-sched", "limits", "--porcelain", env=at(T0 + MIN))
+    assert r.returncode == 0
     assert r.stdout.split("\t")[:4] == ["acct", "suspended", "2026-11-25T22:00:00Z", "7140"]
     assert run("orch-sched", "limits", "clear", "acct", env=at(T0 + MIN)).returncode == 0
     assert run("orch-sched", "limits", "clear", "acct", env=at(T0 + MIN)).returncode == 1

@@ -202,7 +202,9 @@ def test_sigterm_finishes_the_delivery_in_flight(tmux, run, monkeypatch):
     monkeypatch.setenv("ORCH_ENTER_DELAY", "2")
     agent = tmux.agent("term", "w")
     task_id = add(run, agent.target, "in flight")
-    pid = int(run("orch-sched", "daemon", "--detach").stdout)
+    d = run("orch-sched", "daemon", "--detach")
+    assert d.returncode == 0
+    pid = int(d.stdout)
     agent.wait_received(b"in flight")          # typed; the Enter is still to come
     assert agent.received() == b"in flight"
     os.kill(pid, signal.SIGTERM)
