@@ -247,10 +247,23 @@ def test_bad_values_and_usage(run):
 
 # --- colour, the terminal, --watch --------------------------------------------------------
 
+CHILDREN = []
+
+
+@pytest.fixture(autouse=True)
+def close_children():
+    """Terminal sessions end with their test, even one that failed half-way."""
+    yield
+    while CHILDREN:
+        CHILDREN.pop().close(force=True)
+
+
 def spawn(command, env=None, rows=40, cols=100):
     full = dict(os.environ, **(env or {}))
-    return pexpect.spawn("sh", ["-c", command], env=full, dimensions=(rows, cols),
-                         encoding="utf-8", timeout=20)
+    child = pexpect.spawn("sh", ["-c", command], env=full, dimensions=(rows, cols),
+                          encoding="utf-8", timeout=20)
+    CHILDREN.append(child)
+    return child
 
 
 def test_colour_only_on_a_terminal_and_never_with_no_color(run):
@@ -332,13 +345,15 @@ def test_output_replaces_the_file_atomically(run, tmp_path):
     ok(run("orch-dash", "--json", f"--output={target}"), 1)
     assert json.loads(target.read_text())["checkins"]["pending"] == 1
     # A reader never sees half a file, however often it is rewritten.
+    # Each rewrite must succeed (exit 1: the pending check-in has no scheduler).
     writer = subprocess.Popen(["sh", "-c", f"for i in 1 2 3 4 5 6; do orch-dash --json "
-                               f"--output='{target}'; done"], stdin=subprocess.DEVNULL)
+                               f"--output='{target}'; [ $? -eq 1 ] || exit 99; done"],
+                              stdin=subprocess.DEVNULL)
     reads = 0
     while writer.poll() is None or reads == 0:
         assert json.loads(target.read_text())["version"] == 1
         reads += 1
-    assert writer.wait() == 1
+    assert writer.wait() == 0
     assert os.listdir(out) == ["dash.txt"]  # no temporary file left behind
     res = ok(run("orch-dash", f"--output={tmp_path}/missing/dash.txt"), 74)
     assert "cannot write" in res.stderr

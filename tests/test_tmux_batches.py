@@ -39,6 +39,8 @@ def test_batches_reach_every_pane_exactly_once(tmux, tmp_path):
     for pane_id, path in zip(ids, files, strict=True):
         expected = notes[pane_id].encode() + b"\r"
         wait_until(lambda p=path, e=expected: p.read_bytes() == e, what=f"{pane_id}'s note")
+    # Once more, now that every pane has had time: nothing arrived twice.
+    assert all(p.read_bytes() == notes[i].encode() + b"\r" for i, p in zip(ids, files, strict=True))
     assert list(spool.iterdir()) == []   # the note files are gone
     assert tmux("list-buffers") == ""     # and so are the buffers
 
