@@ -89,7 +89,7 @@ def test_ff_only_and_report_policies(run, repo):
     assert res.returncode == 1
     assert repo.head("a2") == base and repo.head("a1") == before_a1
     code, rows = status(run, repo.main)
-    assert rows["a1"]["state"] == "skipped"
+    assert code == 1 and rows["a1"]["state"] == "skipped"
     assert rows["a1"]["reason"].startswith("ff-only: diverged from main (1 ahead, 1 behind)")
 
     git(repo.main, "config", "orch.policy", "sideways")
@@ -166,7 +166,6 @@ def test_ignored_files_are_not_changes_and_are_never_overwritten(run, repo):
     assert res.returncode == 0, res.stdout
     assert repo.head("a1") == repo.head("main")
     # The base now starts tracking a file the worktree has ignored: never overwritten.
-    git(repo.main, "add", "-f", "local.cfg", check=False)
     write(os.path.join(repo.main, "local.cfg"), "upstream\n")
     git(repo.main, "add", "-f", "local.cfg")
     git(repo.main, "commit", "-q", "-m", "track local.cfg")
@@ -253,7 +252,7 @@ def test_a_predicted_conflict_changes_nothing_and_tells_the_mapped_agent_once(ru
     notes = [t["note"] for t in checkins()]
     assert len(notes) == 2 and any("other, shared" in n for n in notes)
     # Resolving it (the agent merges by hand) closes the record.
-    git(a1, "merge", "main", check=False)
+    assert git(a1, "merge", "main", check=False).returncode != 0   # it conflicts
     write(os.path.join(a1, "shared"), "1\nboth\n3\n")
     git(a1, "commit", "-q", "-am", "resolve")
     assert run("orch-sync", "now", f"--repo={repo.main}").returncode == 0

@@ -102,7 +102,8 @@ def test_chained_hooks_keep_their_input_and_exit_status(run, repo):
     # git turns a failing post-checkout into a failing checkout: note how, without orch-sync.
     plain = git(a1, "switch", "-q", "-c", "plain", check=False).returncode
     assert plain != 0
-    git(a1, "switch", "-q", "a1", check=False)
+    git(a1, "switch", "-q", "a1", check=False)   # fails the same way, but switches
+    assert git(a1, "branch", "--show-current") == "a1"
     assert run("orch-sync", "install", f"--repo={repo.main}").returncode == 0
     clear(repo.main)
 
