@@ -92,6 +92,7 @@ class Pass:
                     else:
                         os.close(fd)
                 self._rounds(server, mine)
+                self._release(server)
             return self.handled
         finally:
             for fd in self.held.values():
@@ -135,9 +136,11 @@ class Pass:
                     self.finish(task, "delivered", None, pane.id)
             panes = [(c[0], c[1]) for c in claims if c[0].id in typed and c[0].id not in missed]
             # A pane this pass is done with goes back to the other runners at once.
-            for key in [k for k in self.held if k[0] == server
-                        and k[1] not in {p.id for p, _ in panes}]:
-                os.close(self.held.pop(key))
+            self._release(server, keep={p.id for p, _ in panes})
+
+    def _release(self, server, keep=()):
+        for key in [k for k in self.held if k[0] == server and k[1] not in keep]:
+            os.close(self.held.pop(key))
 
     def _look_one_by_one(self, server, claims):
         """A pane went away since the round began: look at each, retrying the gone ones."""
