@@ -68,6 +68,10 @@ class Daemon:
             status = 0
             try:
                 os.setsid()
+                # Never keep a worktree (or a mount) busy; a relative ORCH_HOME is
+                # pinned first, so the state directory stays the one meant.
+                os.environ["ORCH_HOME"] = paths.state_dir()
+                os.chdir("/")
                 _redirect(paths.sub(log_name))
                 fd = locks.open_lock(self.name)
                 if locks.acquire(fd, blocking=False):
