@@ -227,23 +227,13 @@ def merge_trees(cwd, pairs, jobs=None):
         return {}
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(pairs)))
     batches = [pairs[i::jobs] for i in range(jobs)]
-    results = {}
     if len(batches) == 1:
-        results.update(_merge_batch(cwd, batches[0]))
-        return results
-    import threading
-    lock = threading.Lock()
-
-    def work(batch):
-        found = _merge_batch(cwd, batch)
-        with lock:
+        return _merge_batch(cwd, batches[0])
+    from concurrent.futures import ThreadPoolExecutor
+    results = {}
+    with ThreadPoolExecutor(len(batches)) as pool:
+        for found in pool.map(lambda batch: _merge_batch(cwd, batch), batches):
             results.update(found)
-
-    threads = [threading.Thread(target=work, args=(b,), daemon=True) for b in batches]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
     return results
 
 

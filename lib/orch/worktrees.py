@@ -756,29 +756,17 @@ def sync_pass(conn, repo, lines=()):
 
 
 def _parallel(fn, items):
-    import threading
-    if len(items) <= 1:
-        return [fn(item) for item in items]
-    results = [None] * len(items)
-    sem = threading.BoundedSemaphore(MAX_WORKERS)
-
-    def work(i, item):
+    def work(item):
         try:
-            results[i] = fn(item)
+            return fn(item)
         except Exception as e:  # noqa: BLE001 - a bug: report it there, change nothing more
-            results[i] = _skip(_outcome(item), f"internal error: {type(e).__name__}: {e}")
-        finally:
-            sem.release()
+            return _skip(_outcome(item), f"internal error: {type(e).__name__}: {e}")
 
-    threads = []
-    for i, item in enumerate(items):
-        sem.acquire()
-        t = threading.Thread(target=work, args=(i, item), daemon=True)
-        t.start()
-        threads.append(t)
-    for t in threads:
-        t.join()
-    return results
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(MAX_WORKERS) as pool:
+        return list(pool.map(work, items))
 
 
 # --- predictions -----------------------------------------------------------------------
@@ -1035,21 +1023,18 @@ def run_events(repos, stopping=None, rounds=3):
 
 
 def _parallel_repos(repos, stopping):
-    import threading
-    errors = {}
-
     def work(repo):
         try:
             process(repo, stopping=stopping)
         except Exception as e:  # noqa: BLE001 - reported with the others, as the daemon does
-            errors[repo.top] = failure_text(repo, e)
+            return repo.top, failure_text(repo, e)
+        return None
 
-    threads = [threading.Thread(target=work, args=(r,), daemon=True) for r in repos]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return errors
+    if not repos:
+        return {}
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(len(repos)) as pool:
+        return dict(r for r in pool.map(work, repos) if r is not None)
 
 
 def serve(daemon, only=None):
