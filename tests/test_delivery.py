@@ -9,6 +9,7 @@ import time
 
 import pytest
 from conftest import wait_until
+from orchsched import add, epoch, log, run_pass, show
 
 HOSTILE = [
     "-n leading dash",
@@ -26,33 +27,9 @@ HOSTILE = [
 ]
 
 
-def add(run, *args, **kw):
-    r = run("orch-sched", "add", *args, **kw)
-    assert r.returncode == 0, r.stderr
-    return int(r.stdout)
 
 
-def run_pass(run, **kw):
-    r = run("orch-sched", "run", **kw)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == ""
 
-
-def log(run, task_id=None):
-    r = run("orch-sched", "log", "--json", *([str(task_id)] if task_id else []))
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def task(run, task_id):
-    r = run("orch-sched", "show", "--json", str(task_id))
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def epoch(iso):
-    from datetime import datetime
-    return datetime.fromisoformat(iso).timestamp()
 
 
 @pytest.mark.parametrize("note", HOSTILE)
@@ -62,7 +39,7 @@ def test_hostile_notes_arrive_byte_for_byte(tmux, run, note):
     run_pass(run)
     expected = note.encode() + b"\r"
     assert agent.wait_received(expected) == expected
-    assert task(run, task_id)["status"] == "done"
+    assert show(run, task_id)["status"] == "done"
     assert not os.path.exists("/tmp/orch-pwned")
 
 
@@ -99,8 +76,8 @@ def test_exact_target_never_prefix_matches_another_session(tmux, run):
         attempts = log(run, task_id)
         assert [a["outcome"] for a in attempts] == ["retry"]
         assert "can't find" in attempts[0]["detail"]
-        assert task(run, task_id)["status"] == "pending"
-    assert task(run, good)["status"] == "done"
+        assert show(run, task_id)["status"] == "pending"
+    assert show(run, good)["status"] == "done"
 
 
 def test_window_and_pane_forms_reach_the_same_pane(tmux, run):
@@ -124,7 +101,7 @@ def test_missing_session_is_retried_and_delivered_once_it_exists(tmux, run):
     assert "can't find" in first[0]["detail"]
     agent = tmux.agent("later", "w")
     # The retry is due 30 s later: run the next pass at that instant.
-    run_pass(run, env={"ORCH_NOW": str(epoch(task(run, task_id)["not_before"]) + 1)})
+    run_pass(run, env={"ORCH_NOW": str(epoch(show(run, task_id)["not_before"]) + 1)})
     assert agent.wait_received(b"hello later\r") == b"hello later\r"
     assert [a["outcome"] for a in log(run, task_id)] == ["retry", "delivered"]
 
@@ -134,7 +111,7 @@ def test_no_server_running_is_logged_not_lost(run, tmp_path):
     run_pass(run)
     [attempt] = log(run, task_id)
     assert attempt["outcome"] == "retry" and "tmux server not running" in attempt["detail"]
-    assert task(run, task_id)["status"] == "pending"
+    assert show(run, task_id)["status"] == "pending"
 
 
 def test_never_types_into_a_bare_shell(tmux, run):
@@ -147,7 +124,7 @@ def test_never_types_into_a_bare_shell(tmux, run):
     assert attempt["outcome"] == "retry"
     assert attempt["detail"].startswith(f"no agent running in {target}")
     assert "would-run" not in tmux("capture-pane", "-p", "-t", "=sh:=w")
-    assert task(run, task_id)["status"] == "pending"
+    assert show(run, task_id)["status"] == "pending"
 
 
 def test_recurring_task_keeps_its_schedule_without_drift(tmux, run):
@@ -156,11 +133,11 @@ def test_recurring_task_keeps_its_schedule_without_drift(tmux, run):
                   env={"ORCH_NOW": "2026-11-25T20:00:00Z"})
     # Passes run late by varying amounts; the schedule stays on the 10-minute grid.
     for n, late in enumerate((0, 7, 61, 599), start=1):
-        due = task(run, task_id)["due"]
+        due = show(run, task_id)["due"]
         run_pass(run, env={"ORCH_NOW": str(epoch(due) + late)})
         wait_until(lambda n=n: agent.received().count(b"\r") >= n, what=f"delivery {n}")
     assert agent.wait_received(b"tick\r" * 4) == b"tick\r" * 4
-    assert task(run, task_id)["due"] == "2026-11-25T20:40:00Z"
+    assert show(run, task_id)["due"] == "2026-11-25T20:40:00Z"
     assert [a["due"] for a in log(run, task_id)] == [
         "2026-11-25T20:00:00Z", "2026-11-25T20:10:00Z", "2026-11-25T20:20:00Z",
         "2026-11-25T20:30:00Z"]
@@ -181,7 +158,7 @@ def test_future_task_is_not_delivered_early(tmux, run):
     agent = tmux.agent("future", "w")
     task_id = add(run, "--in", "10m", agent.target, "later")
     run_pass(run)
-    assert task(run, task_id)["status"] == "pending" and log(run, task_id) == []
+    assert show(run, task_id)["status"] == "pending" and log(run, task_id) == []
     assert agent.received() == b""
 
 

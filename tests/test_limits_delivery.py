@@ -4,6 +4,8 @@ import json
 import os
 
 from conftest import wait_until
+from orchsched import add as add_at
+from orchsched import at, run_pass, show
 
 T0 = 1795636800.0   # 2026-11-25T20:00:00Z; TZ is UTC in tests
 MIN = 60.0
@@ -14,25 +16,12 @@ LIMIT = ("● Working on it.\n\n  ⎿  You've hit your limit · resets 9pm (UTC)
 NO_RESET = "● Working on it.\n\n  ⎿  Claude usage limit reached.\n\n> \n"
 
 
-def at(t):
-    return {"ORCH_NOW": repr(t)}
+
+
 
 
 def add(run, *args, t=T0):
-    r = run("orch-sched", "add", *args, env=at(t))
-    assert r.returncode == 0, r.stderr
-    return int(r.stdout)
-
-
-def run_pass(run, t):
-    r = run("orch-sched", "run", env=at(t))
-    assert r.returncode == 0, r.stderr
-
-
-def show(run, task_id):
-    r = run("orch-sched", "show", "--json", str(task_id))
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
+    return add_at(run, *args, t=t)
 
 
 def limits_json(run, t):

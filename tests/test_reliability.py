@@ -9,37 +9,16 @@ import sys
 import time
 
 from conftest import wait_until
+from orchsched import add, at, epoch, run_pass, show
 
 HOUR = 3600.0
 T0 = 1795636800.0   # 2026-11-25T20:00:00Z
 LIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib")
 
 
-def add(run, *args, **kw):
-    r = run("orch-sched", "add", *args, **kw)
-    assert r.returncode == 0, r.stderr
-    return int(r.stdout)
 
 
-def at(t):
-    return {"ORCH_NOW": repr(t)}
 
-
-def run_pass(run, t=None):
-    r = run("orch-sched", "run", env=at(t) if t is not None else None)
-    assert r.returncode == 0, r.stderr
-    return r
-
-
-def show(run, task_id):
-    r = run("orch-sched", "show", "--json", str(task_id))
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def epoch(iso):
-    from datetime import datetime
-    return datetime.fromisoformat(iso).timestamp()
 
 
 def test_many_runners_and_a_daemon_deliver_each_task_exactly_once(tmux, run, hermetic):
