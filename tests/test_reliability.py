@@ -124,18 +124,24 @@ def test_an_attempted_occurrence_is_never_skipped(tmux, run):
     assert show(run, task_id)["status"] == "done"
 
 
-def test_backoff_doubles_then_gives_up_with_the_reason(tmux, run):
-    tmux.agent("present", "w")
-    task_id = add(run, "absent:w", "never arrives", env=at(T0))
-    now, gaps = T0, []
-    for _ in range(6):
+def retry_gaps(run, task_id, start=T0):
+    """Run a pass at each retry time of a task that keeps failing, from START until it
+    is no longer pending; return the gaps between attempts and the last pass's time."""
+    now, gaps = start, []
+    for _ in range(20):
         run_pass(run, now)
         t = show(run, task_id)
         if t["status"] != "pending":
-            break
-        nxt = epoch(t["not_before"])
-        gaps.append(round(nxt - now))
-        now = nxt
+            return gaps, now
+        gaps.append(round(epoch(t["not_before"]) - now))
+        now = epoch(t["not_before"])
+    raise AssertionError(f"task {task_id} was still pending after 20 attempts")
+
+
+def test_backoff_doubles_then_gives_up_with_the_reason(tmux, run):
+    tmux.agent("present", "w")
+    task_id = add(run, "absent:w", "never arrives", env=at(T0))
+    gaps, now = retry_gaps(run, task_id)
     assert gaps == [30, 60, 120, 240, 480]
     t = show(run, task_id)
     assert t["status"] == "failed" and t["attempts"] == 6
@@ -149,14 +155,7 @@ def test_backoff_doubles_then_gives_up_with_the_reason(tmux, run):
 def test_backoff_is_capped_at_fifteen_minutes(run, tmp_path):
     task_id = add(run, "--retries", "8", "p:0", "x", env={
         "ORCH_NOW": repr(T0), "ORCH_TMUX_SOCKET": str(tmp_path / "no-server")})
-    now, gaps = T0, []
-    for _ in range(9):
-        run_pass(run, now)
-        t = show(run, task_id)
-        if t["status"] != "pending":
-            break
-        gaps.append(round(epoch(t["not_before"]) - now))
-        now = epoch(t["not_before"])
+    gaps, _ = retry_gaps(run, task_id)
     assert gaps == [30, 60, 120, 240, 480, 900, 900, 900]
     t = show(run, task_id)
     assert t["status"] == "failed" and "tmux server not running" in t["reason"]
