@@ -55,6 +55,12 @@ def wait_shown(tmux, agent, text):
                what="the agent to show its screen")
 
 
+def sample(name):
+    """The screen of a sample in tests/data/usage-limit (the part after its header)."""
+    with open(os.path.join(DATA, name), encoding="utf-8") as f:
+        return f.read().split("---\n", 1)[1]
+
+
 def agent_with_screen(tmux, tmp_path, session, text):
     screen = Screen(tmux, tmp_path, session, text)
     agent = tmux.agent(session, "w", screen=str(screen.path))
@@ -119,8 +125,7 @@ def test_a_notice_still_there_after_the_reset_suspends_again_with_backoff(tmux, 
 
 
 def test_the_rate_limit_menu_gets_one_escape_and_no_text(tmux, run, tmp_path):
-    with open(os.path.join(DATA, "v2-extra-usage-menu.txt")) as f:
-        menu = f.read().split("---\n", 1)[1]
+    menu = sample("v2-extra-usage-menu.txt")
     agent, _ = agent_with_screen(tmux, tmp_path, "menu", menu)
     task_id = add(run, agent.target, "1")
     run_pass(run, T0)
@@ -133,8 +138,7 @@ def test_the_rate_limit_menu_gets_one_escape_and_no_text(tmux, run, tmp_path):
 
 
 def test_limit_text_quoted_in_scrollback_does_not_hold(tmux, run, tmp_path):
-    with open(os.path.join(DATA, "neg-quoted-in-scrollback.txt")) as f:
-        screen = f.read().split("---\n", 1)[1]
+    screen = sample("neg-quoted-in-scrollback.txt")
     agent, _ = agent_with_screen(tmux, tmp_path, "quoted", screen)
     task_id = add(run, agent.target, "carry on")
     run_pass(run, T0)
@@ -143,8 +147,7 @@ def test_limit_text_quoted_in_scrollback_does_not_hold(tmux, run, tmp_path):
 
 
 def test_transient_rate_limit_holds_briefly_without_suspending(tmux, run, tmp_path):
-    with open(os.path.join(DATA, "neg-api-429.txt")) as f:
-        screen = f.read().split("---\n", 1)[1]
+    screen = sample("neg-api-429.txt")
     agent, agent_screen = agent_with_screen(tmux, tmp_path, "busy", screen)
     task_id = add(run, agent.target, "after the retry")
     run_pass(run, T0)
