@@ -121,3 +121,14 @@ def tree_bytes(directory):
             with open(full, "rb") as f:
                 found[name] = ("file", stat.S_IMODE(st.st_mode), f.read())
     return found
+
+
+def fire_hooks(worktree, message="still works"):
+    """Commit a file and switch to a new branch in WORKTREE (both run orch-sync's hooks);
+    assert that git did both and said nothing."""
+    write(os.path.join(worktree, "f"), "x\n")
+    git(worktree, "add", "f")
+    committed = git(worktree, "commit", "-q", "-m", message, check=False)
+    assert (committed.returncode, committed.stderr) == (0, "")
+    switched = git(worktree, "switch", "-q", "-c", "b2", check=False)
+    assert (switched.returncode, switched.stderr) == (0, "")
