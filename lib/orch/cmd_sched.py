@@ -263,23 +263,20 @@ def cmd_limits(args):
         tasks.wake()
         return 0
     now = clock.now()
-    rows = [limits.account_json(a, panes, now) for a, panes in limits.listing(conn)]
+    accounts = limits.listing(conn)
+    rows = [limits.account_json(a, panes, now) for a, panes in accounts]
     if args["--json"]:
         cli.print_json(rows)
     elif args["--porcelain"]:
         cli.print_porcelain((r["account"], r["state"], r["until"], r["left_s"], r["kind"],
                              ",".join(r["windows"]), r["how"]) for r in rows)
     else:
-        cli.print_table([(r["account"], r["state"], clock.local(_epoch(r["until"])),
+        cli.print_table([(r["account"], r["state"], clock.local(a["until"]),
                           clock.fmt_duration(r["left_s"] or 0), r["kind"] or "",
-                          ",".join(r["windows"]), r["how"]) for r in rows],
+                          ",".join(r["windows"]), r["how"])
+                         for r, (a, _) in zip(rows, accounts, strict=True)],
                         ["ACCOUNT", "STATE", "UNTIL", "LEFT", "KIND", "WINDOWS", "HOW"])
     return 0
-
-
-def _epoch(iso):
-    from datetime import datetime
-    return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
 def cmd_check(args):
