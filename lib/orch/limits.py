@@ -37,25 +37,41 @@ from . import clock, store
 
 BOTTOM_LINES = 15
 
-KINDS = ("session", "five-hour", "weekly", "opus-weekly", "extra-usage", "unknown")
+KINDS = ("session", "five-hour", "weekly", "opus-weekly", "extra-usage", "credits", "spend",
+         "org", "model", "unknown")
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 
-_LEAD = re.compile(r"\s*(?:⎿\s*)?")
+_LEAD = re.compile("\\s*(?:[⎿⚠]\ufe0f?\\s*)*")
 # Every notice, menu line and API error contains one of these: most lines stop at this test.
 _HINTS = ("limit", "usage", "error")
 
-_QUAL = r"(?:opus|sonnet|weekly|session|daily|5[- ]?hour|five[- ]hour|5h)"
+_QUAL = (r"(?:opus|sonnet|weekly|session|daily|5[- ]?hour|five[- ]hour|5h|monthly|spend(?:ing)?"
+         r"|org(?:ani[sz]ation)?['’]s)")
+# `You've reached your Opus 4.8 limit`: a model family, then up to three words of its name.
+_MODEL = r"(?:opus|sonnet|haiku|claude|fable)(?:[-\s][\w.-]+){0,3}?"
 _HEAD = re.compile(
     rf"(?P<claude>claude\s+)?(?:ai\s+)?(?P<q1>(?:{_QUAL}\s+)*)(?P<usage>usage\s+)?limit\s+reached"
     rf"|you(?:['’]ve|\s+have)\s+(?:hit|reached|exceeded)\s+your\s+(?P<q2>(?:{_QUAL}\s+)*)"
     r"(?:usage\s+)?limit"
-    r"|you(?:['’]re|\s+are)\s+out\s+of\s+(?P<extra>extra\s+)?usage",
+    rf"|you(?:['’]ve|\s+have)\s+(?:hit|reached)\s+your\s+(?P<model>{_MODEL})\s+limit"
+    r"|you(?:['’]re|\s+are)\s+out\s+of\s+(?P<extra>extra\s+)?(?P<credits>usage\s+credits|credits)"
+    r"|you(?:['’]re|\s+are)\s+out\s+of\s+(?P<extra2>extra\s+)?usage"
+    r"|your\s+(?P<org>org(?:ani[sz]ation)?)\s+is\s+out\s+of\s+(?:extra\s+)?(?:usage|credits)"
+    r"(?:\s+credits)?",
     re.IGNORECASE)
 _EPOCH = re.compile(r"\s*\|\s*(?P<epoch>\d{9,12})\b")
+_RESET_WORDS = r"\s*(?:[.,:;·∙•|–—-]\s*)?(?:your\s+limit\s+will\s+reset|will\s+reset|resets?)"
+# `resets in 2h 30m`, `resets in 45 minutes`: from the moment the screen is read.
+_RELATIVE = re.compile(
+    _RESET_WORDS + r"\s+in\s+(?P<rel>\d+\s*(?:d|h|m|s)[a-z]*(?:[\s,]*(?:and\s+)?\d+\s*(?:d|h|m|s)"
+    r"[a-z]*)*)\b", re.IGNORECASE)
+_ISO = re.compile(
+    _RESET_WORDS + r"(?:\s+(?:at|on))?\s+(?P<iso>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)"
+    r"\s*(?P<isotz>Z|UTC|[+-]\d{2}:?\d{2})?(?:\s*\((?P<tz>[^()\s]+)\))?", re.IGNORECASE)
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _RESET = re.compile(
-    r"\s*(?:[.,:;·∙•|–—-]\s*)?"
-    r"(?:your\s+limit\s+will\s+reset|will\s+reset|resets?)(?:\s+(?:at|on))?\s+"
+    _RESET_WORDS + r"(?:\s+(?:at|on))?\s+"
     r"(?:(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s*"
     r"(?P<day>\d{1,2})(?:st|nd|rd|th)?(?:,?\s+(?P<year>\d{4}))?,?\s+(?:at\s+)?)?"
     r"(?P<hour>\d{1,2})(?::(?P<minute>[0-5]\d))?\s*(?P<ampm>[ap]\.?m\b\.?)?"
@@ -63,9 +79,11 @@ _RESET = re.compile(
     re.IGNORECASE)
 # What may follow a parsed reset: the end, or a slash-command suggestion.
 _TRAIL = re.compile(r"\s*\.?\s*(?:[·∙•|–—-]?\s*/[a-z].*)?", re.IGNORECASE)
-# What may follow a notice with no readable reset ("resets in 2h", "resets" cut off by a wrap).
+# What may follow a notice with no readable reset: a reset cut off by a wrap, a
+# slash command, or what to do about it (`· add funds to continue`).
 _BARE_TRAIL = re.compile(
-    r"\s*(?:[.!]\s*)?(?:(?:[·∙•|,:;–—-]\s*)?(?:/[a-z]|(?:your\s+limit\s+will\s+)?resets?\b).*)?",
+    r"\s*(?:[.!]\s*)?(?:(?:[·∙•|,:;–—-]\s*)?(?:/[a-z]|(?:your\s+limit\s+will\s+)?resets?\b).*"
+    r"|[·∙•|–—]\s*\S.*)?",
     re.IGNORECASE)
 _TRANSIENT = re.compile(r"api\s+error\b.*?(?:\b429\b|\b529\b|rate.?limit|overloaded)",
                         re.IGNORECASE)
@@ -170,8 +188,10 @@ def _read_notice(line, nxt):
 def _score(m):
     if m is None:
         return 0
-    if m.re is _EPOCH:
+    if m.re is _EPOCH or m.re is _RELATIVE:
         return 2
+    if m.re is _ISO:
+        return 1 + (m.group("isotz") is not None or m.group("tz") is not None)
     return 1 + (m.group("tz") is not None)
 
 
@@ -182,9 +202,9 @@ def _parse_notice(text):
         return None
     if h.group("q1") is not None and not (h.group("claude") or h.group("q1") or h.group("usage")):
         return None  # a bare "limit reached" says nothing about usage
-    kind = _kind(h.group("q1") or h.group("q2") or "", h.group("extra"))
+    kind = _kind(h)
     pos = h.end()
-    m = _EPOCH.match(text, pos)
+    m = _EPOCH.match(text, pos) or _RELATIVE.match(text, pos) or _ISO.match(text, pos)
     if m is None:
         m = _RESET.match(text, pos)
         if m is not None and not _valid_time(m):
@@ -194,10 +214,18 @@ def _parse_notice(text):
     return (kind, None, text) if _BARE_TRAIL.fullmatch(text, pos) else None
 
 
-def _kind(qualifiers, extra):
-    if extra:
+def _kind(h):
+    if h.group("credits"):
+        return "credits"
+    if h.group("extra") or h.group("extra2"):
         return "extra-usage"
-    q = qualifiers.lower()
+    if h.group("org"):
+        return "org"
+    if h.group("model"):
+        return "model"
+    q = (h.group("q1") or h.group("q2") or "").lower()
+    if "spend" in q:
+        return "spend"
     if "week" in q:
         return "opus-weekly" if "opus" in q else "weekly"
     if "hour" in q or "5h" in q:
@@ -221,7 +249,28 @@ def _reset(m, now, local_tz):
         return None, None
     if m.re is _EPOCH:
         return float(m.group("epoch")), "UTC"
+    if m.re is _RELATIVE:
+        parts = re.findall(r"(\d+)\s*([dhms])", m.group("rel").lower())
+        return now + sum(int(n) * _UNITS[u] for n, u in parts), "UTC"
     from datetime import datetime, timedelta
+
+    if m.re is _ISO:
+        try:
+            when = datetime.fromisoformat(m.group("iso").replace(" ", "T"))
+        except ValueError:  # a month 13, say: no reset read, so the hold backs off
+            return None, None
+        offset = (m.group("isotz") or "").upper()
+        if offset in ("Z", "UTC"):
+            from datetime import UTC
+            return when.replace(tzinfo=UTC).timestamp(), "UTC"
+        if offset:
+            sign = -1 if offset[0] == "-" else 1
+            digits = offset[1:].replace(":", "")
+            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+            from datetime import timezone
+            return when.replace(tzinfo=timezone(sign * delta)).timestamp(), offset
+        zone, name = _zone(m.group("tz"), local_tz)
+        return when.replace(tzinfo=zone).timestamp(), name
 
     zone, name = _zone(m.group("tz"), local_tz)
     hour, minute = int(m.group("hour")), int(m.group("minute") or 0)
