@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
 """A stand-in agent for tests: run it in a tmux pane.
 
-    agent.py RECORD [--bracketed] [--screen FILE]
+    agent.py RECORD [--bracketed] [--screen FILE] [--layout claude --mode FILE]
 
 It puts its terminal in raw mode, then creates RECORD (so a test can wait for
 the file to know the agent is ready) and appends every byte it receives to it,
 exactly as received.  With --bracketed it asks the terminal for bracketed
 paste.  With --screen it shows FILE's text and shows it again whenever the file
 changes (a prompt, a usage-limit notice, a menu).
+
+With --layout claude it draws what Claude Code draws: its history, an input
+box between two rules (`❯` and a no-break space, then what has been typed),
+and a footer.  Typed text shows in the box; Enter moves it to the history;
+Ctrl-U clears it.  The MODE file says what else is on screen, and is read again
+whenever it changes: `idle`, `busy` (a spinner and "esc to interrupt"), or
+`dialog` (the folder-trust question in place of the input box).
 """
 
 import os
@@ -16,30 +23,92 @@ import sys
 import termios
 import tty
 
+RULE = "─" * 100
+DIALOG = [
+    "╭" + "─" * 98 + "╮",
+    "│ Do you trust the files in this folder?" + " " * 59 + "│",
+    "│" + " " * 98 + "│",
+    "│ ❯ 1. Yes, I trust this folder" + " " * 68 + "│",
+    "│   2. No, exit" + " " * 84 + "│",
+    "╰" + "─" * 98 + "╯",
+    "   Enter to confirm · Esc to cancel",
+]
+
+
+def stamp_of(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
 
 def show(path, last):
-    try:
-        stamp = os.stat(path).st_mtime_ns
-    except OSError:
-        return last
-    if stamp != last:
+    stamp = stamp_of(path)
+    if stamp is not None and stamp != last:
         with open(path, "rb") as f:
             text = f.read()
         os.write(1, b"\x1b[H\x1b[2J" + text.replace(b"\n", b"\r\n"))
-    return stamp
+    return stamp if stamp is not None else last
+
+
+class Claude:
+    """Claude Code's layout, drawn again after every change."""
+
+    def __init__(self, mode_path):
+        self.mode_path, self.stamp, self.mode = mode_path, None, "idle"
+        self.history, self.typed = ["╭─── Claude Code (stand-in) ───╮", ""], ""
+
+    def feed(self, data):
+        text = data.decode("utf-8", errors="replace")
+        for marker in ("\x1b[200~", "\x1b[201~"):
+            text = text.replace(marker, "")
+        for ch in text:
+            if ch == "\r":
+                if self.typed:
+                    self.history += [f"❯ {self.typed}", ""]
+                self.typed = ""
+            elif ch == "\x15":
+                self.typed = ""
+            elif ch >= " ":
+                self.typed += ch
+        self.draw()
+
+    def poll(self):
+        stamp = stamp_of(self.mode_path)
+        if stamp is not None and stamp != self.stamp:
+            self.stamp = stamp
+            with open(self.mode_path) as f:
+                self.mode = f.read().strip() or "idle"
+            self.draw()
+
+    def draw(self):
+        lines = list(self.history)
+        if self.mode == "dialog":
+            lines += DIALOG
+        else:
+            if self.mode == "busy":
+                lines += ["✻ Working… (3s · esc to interrupt)", ""]
+            lines += [RULE, "❯\u00a0" + self.typed, RULE]
+            lines.append("  esc to interrupt" if self.mode == "busy" else "  ? for shortcuts")
+        os.write(1, ("\x1b[H\x1b[2J" + "\r\n".join(lines)).encode())
 
 
 def main(argv):
-    record, screen = argv[0], None
+    record, screen, layout = argv[0], None, None
     bracketed = "--bracketed" in argv
     if "--screen" in argv:
         screen = argv[argv.index("--screen") + 1]
+    if "--layout" in argv:
+        layout = Claude(argv[argv.index("--mode") + 1])
     saved = termios.tcgetattr(0)
     tty.setraw(0)
     try:
         if bracketed:
             os.write(1, b"\x1b[?2004h")
         stamp = show(screen, None) if screen else None
+        if layout:
+            layout.poll()
+            layout.draw()
         with open(record, "ab", buffering=0) as out:
             while True:
                 ready, _, _ = select.select([0], [], [], 0.05)
@@ -48,8 +117,12 @@ def main(argv):
                     if not data:
                         return 0
                     out.write(data)
+                    if layout:
+                        layout.feed(data)
                 if screen:
                     stamp = show(screen, stamp)
+                if layout:
+                    layout.poll()
     finally:
         termios.tcsetattr(0, termios.TCSADRAIN, saved)
 

@@ -148,6 +148,24 @@ class Agent:
         except FileNotFoundError:
             return b""
 
+    def screen(self):
+        return self.server("capture-pane", "-p", "-t", self.target_exact())
+
+    def target_exact(self):
+        session, _, window = self.target.partition(":")
+        return f"={session}:={window}" if window else f"={session}:"
+
+    def wait_screen(self, text, timeout=15.0):
+        """Wait until the pane shows TEXT."""
+        return wait_until(lambda: text in self.screen(), timeout, what=f"{text!r} on screen")
+
+    def set_mode(self, mode, shows):
+        """Switch a drawn layout to MODE (idle, busy, dialog); wait until it SHOWS that text."""
+        with open(self.mode_file + ".tmp", "w") as f:
+            f.write(mode)
+        os.replace(self.mode_file + ".tmp", self.mode_file)
+        self.wait_screen(shows)
+
     def wait_received(self, expected, timeout=15.0):
         """Wait until the agent has received at least the bytes EXPECTED, then return all."""
         wait_until(lambda: len(self.received()) >= len(expected), timeout,
@@ -177,20 +195,35 @@ class Tmux:
             self("-f", "/dev/null", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
                  *(["-n", window] if window else []), command)
 
-    def agent(self, session, window=None, bracketed=False, screen=None, target=None):
-        """Start a stand-in agent in a new window; wait until it is ready."""
+    def agent(self, session, window=None, bracketed=False, screen=None, target=None,
+              layout=None, mode="idle", wrap="{}"):
+        """Start a stand-in agent in a new window; wait until it is ready.
+
+        LAYOUT "claude" draws Claude Code's screen, in MODE (agent.set_mode
+        changes it).  WRAP is the pane's command line around the agent's
+        ({} stands for it): `script -q -c {} /dev/null`, say.
+        """
         self.n += 1
         record = os.path.join(os.path.dirname(self.socket), f"agent{self.n}.rec")
+        mode_file = record + ".mode"
         command = f"{sys.executable} {AGENT} {record}"
         if bracketed:
             command += " --bracketed"
         if screen:
             command += f" --screen {screen}"
-        self._spawn(session, window, command)
+        if layout:
+            with open(mode_file, "w") as f:
+                f.write(mode)
+            command += f" --layout {layout} --mode {mode_file}"
+        self._spawn(session, window, wrap.format(command))
         wait_until(lambda: os.path.exists(record), what=f"agent in {session} to start")
         if target is None:
             target = f"{session}:{window}" if window else session
-        return Agent(self, target, record)
+        agent = Agent(self, target, record)
+        agent.mode_file = mode_file
+        if layout:
+            agent.wait_screen("shortcuts" if mode == "idle" else "")
+        return agent
 
     def shell(self, session, window=None):
         self._spawn(session, window, "sh")

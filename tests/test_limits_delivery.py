@@ -195,6 +195,7 @@ def test_check_reports_what_the_detector_sees(tmux, run, tmp_path):
     assert (seen["state"], seen["kind"], seen["reset"], seen["menu"]) == (
         "limited", "unknown", "2026-11-25T21:00:00Z", False)
     r = run("orch-sched", "check", "--json", "-", stdin=PROMPT, env=at(T0))
-    assert r.returncode == 0 and json.loads(r.stdout)["state"] == "ok"
+    # An input box with nothing in it, as Claude Code 1.x drew it.
+    assert r.returncode == 0 and json.loads(r.stdout)["state"] == "ready"
     r = run("orch-sched", "check", "chk:nosuch")
     assert r.returncode == 69 and "error" in r.stderr

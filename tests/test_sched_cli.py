@@ -16,7 +16,12 @@ NOW_EPOCH = 1795636800.0
 def add(run, *args, **kw):
     r = run("orch-sched", "add", *args, **kw)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().isdigit() and r.stderr == ""
+    # These tests run no tmux server: the only thing on stderr is the warning
+    # that the target is not there now (test_missing_target_warnings).
+    assert r.stdout.strip().isdigit()
+    assert r.stderr == "" or (r.stderr.startswith("orch-sched: warning: ")
+                              and "tmux server not running" in r.stderr
+                              and r.stderr.count("\n") == 1), r.stderr
     return int(r.stdout)
 
 
@@ -280,8 +285,13 @@ def test_arguments_that_are_not_utf8_exit_65(run, tmp_path):
     assert tasks_json(run, "--all") == []
 
 
-def test_tables_never_send_control_characters_to_the_terminal(run):
-    add(run, "p:0", "evil\x1b]0;title\x07\x1b[2J\rOVERWRITE")
+def test_tables_never_send_control_characters_to_the_terminal(run, hermetic):
+    # add refuses such a note now; a database written before that may hold one.
+    add(run, "p:0", "placeholder")
+    db = sqlite3.connect(hermetic / "orch.db")
+    with db:
+        db.execute("UPDATE tasks SET note = ?", ("evil\x1b]0;title\x07\x1b[2J\rOVERWRITE",))
+    db.close()
     for args in (["list"], ["show", "1"]):
         r = run("orch-sched", *args)
         assert r.returncode == 0

@@ -82,12 +82,19 @@ def cmd_add(args):
         due = now + clock.parse_duration(args["--in"] or "0", "--in duration")
     every = clock.parse_duration(args["--every"], "--every duration") if args["--every"] else None
     account = args["--account"] or os.environ.get("ORCH_ACCOUNT") or "default"
+    grace = clock.parse_duration(args["--grace"], "--grace duration")
+    retries = cli.integer(args["--retries"], "--retries count", 0, 100)
+    server = tmux.server_from_env()
+    lookup = tmux.Lookup(server)  # tmux answers while the check-in is stored
     conn = store.connect()
-    task_id = tasks.add(conn, target, tmux.server_from_env(), note, due, every_s=every,
-                        key=args["--key"], account=account, catch_up=args["--catch-up"],
-                        grace_s=clock.parse_duration(args["--grace"], "--grace duration"),
-                        retries=cli.integer(args["--retries"], "--retries count", 0, 100))
-    print(task_id)
+    task_id = tasks.add(conn, target, server, note, due, every_s=every, key=args["--key"],
+                        account=account, catch_up=args["--catch-up"], grace_s=grace,
+                        retries=retries)
+    print(task_id, flush=True)
+    found = lookup.result([target])[target]
+    if isinstance(found, tmux.Missing):
+        print(f"{PROG}: warning: {cli.visible(target)}: {cli.visible(str(found))} (the check-in "
+              "is stored and will be tried when due)", file=sys.stderr)
     return 0
 
 
@@ -280,8 +287,9 @@ def cmd_limits(args):
 
 
 def cmd_check(args):
-    from . import limits, tmux
+    from . import deliver, panes, procs, tmux
     target = args["TARGET"]
+    foreground = cursor = None
     if target == "-":
         data = sys.stdin.buffer.read() if sys.stdin else b""
         screen = data.decode("utf-8", errors="replace")
@@ -289,16 +297,19 @@ def cmd_check(args):
         tmux.check_target(target)
         server = tmux.server_from_env()
         try:
-            screen = tmux.capture(server, tmux.resolve(server, target).id)
+            pane = tmux.inspect(server, tmux.resolve(server, target).id)
         except tmux.Missing as e:
             raise OrchError(f"{target}: {e}", UNAVAILABLE) from None
-    seen = limits.detect(screen, clock.now())
+        screen, cursor = pane.screen, pane.cursor
+        foreground = procs.foreground(pane.pid, pane.command)
+    seen = panes.classify(screen, clock.now(), foreground, deliver.agent_commands(), cursor)
     if args["--json"]:
         cli.print_json(seen.as_json())
     else:
         for key, value in seen.as_json().items():
-            print(f"{key}: {'' if value is None else value}")
-    return 0 if seen.state == "ok" else NO
+            if value is not None and (key != "menu" or seen.limit):
+                print(f"{key}: {cli.visible(str(value))}")
+    return 0 if seen.typable else NO
 
 
 def run():

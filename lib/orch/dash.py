@@ -82,8 +82,13 @@ def repo_owned(owns, repo, trees):
 
 # --- attention --------------------------------------------------------------------
 
-def reasons(failed, late, pending, scheduler, trees, now):
-    """What needs attention, as dicts {kind, section, text}: the one rule for exit 1."""
+def reasons(failed, late, pending, scheduler, trees, now, waits=(), blind=()):
+    """What needs attention, as dicts {kind, section, text}: the one rule for exit 1.
+
+    WAITS are check-ins deferred for longer than their grace (tasks.waiting);
+    BLIND the accounts held at a usage limit whose notice gave no reset time
+    (blind_holds): each waits for a person.
+    """
     out = []
     for a in failed:
         out.append({"kind": "failed", "section": "checkins",
@@ -93,6 +98,14 @@ def reasons(failed, late, pending, scheduler, trees, now):
         out.append({"kind": "late", "section": "checkins",
                     "text": f"check-in {t['id']} for {t['target']} is overdue by "
                             f"{_ago(now - t['due'])}"})
+    for t in waits:
+        out.append({"kind": "waiting", "section": "checkins",
+                    "text": f"check-in {t['id']} for {t['target']} has waited "
+                            f"{_ago(now - t['deferred_since'])}: {t['reason']}"})
+    for a in blind:
+        out.append({"kind": "limit", "section": "limits",
+                    "text": f"account {a['name']} is held at a usage limit with no reset time "
+                            f"shown ({a['how']}): it may need a person"})
     if pending and not scheduler:
         out.append({"kind": "unscheduled", "section": "checkins",
                     "text": f"{pending} check-in{'s' if pending != 1 else ''} pending and "
@@ -103,6 +116,18 @@ def reasons(failed, late, pending, scheduler, trees, now):
                         "text": f"{w['path']} ({w['branch'] or 'detached'}) would conflict "
                                 f"with {w['base'] or 'the base'} in {', '.join(w['files'])}"})
     return out
+
+
+def limited_targets(conn, account):
+    return [r[0] for r in conn.execute("SELECT target FROM limited_panes WHERE account = ?",
+                                       (account,))]
+
+
+def blind_holds(conn, now):
+    """Accounts suspended from a screen whose notice showed no reset time."""
+    return conn.execute("SELECT * FROM accounts WHERE state = 'suspended' AND until > ? AND "
+                        "reset IS NULL AND how != 'set by hand' ORDER BY name",
+                        (now,)).fetchall()
 
 
 # --- gathering --------------------------------------------------------------------
@@ -120,6 +145,7 @@ def gather(conn, project=None, now=None):
     # Check-ins
     nexts = [(t, n) for t, n in tasks.next_per_target(conn) if mine(t["target"])]
     late = [t for t in tasks.overdue(conn, now) if mine(t["target"])]
+    waits = [t for t in tasks.waiting(conn, now) if mine(t["target"])]
     failed = [a for a in tasks.failures(conn, now - DAY) if mine(a["target"])]
     holder = locks.read_holder(tasks.DAEMON_LOCK)
     last = store.get_meta(conn, "daemon.last_pass")
@@ -135,7 +161,9 @@ def gather(conn, project=None, now=None):
                   "not_before": t["not_before"], "status": t["status"],
                   "late": t["id"] in overdue, "held": t["account"] in held,
                   "attempts": t["attempts"], "account": t["account"], "every_s": t["every_s"],
-                  "note": t["note"], "count": n} for t, n in nexts],
+                  "note": t["note"], "count": n, "deferred": t["deferred"]} for t, n in nexts],
+        "waiting": [{"id": t["id"], "target": t["target"], "deferred": t["deferred"],
+                     "since": t["deferred_since"], "reason": t["reason"]} for t in waits],
         "late": [{"id": t["id"], "target": t["target"], "due": t["due"],
                   "late_s": round(now - t["due"]), "account": t["account"],
                   "every_s": t["every_s"], "note": t["note"]} for t in late],
@@ -201,7 +229,9 @@ def gather(conn, project=None, now=None):
 
     return {
         "version": VERSION, "generated": now, "project": project,
-        "attention": reasons(failed, late, pending, holder is not None, trees, now),
+        "attention": reasons(failed, late, pending, holder is not None, trees, now, waits,
+                             [a for a in blind_holds(conn, now) if a["name"] in
+                              {r["account"] for r in limit_rows}]),
         "errors": errors,
         "checkins": checkins,
         "limits": limit_rows,
@@ -482,6 +512,9 @@ def line(conn, ascii=False, project=None, now=None):
 
     pending = sum(n for t, n in tasks.next_per_target(conn) if mine(t["target"]))
     late = [t for t in tasks.overdue(conn, now) if mine(t["target"])]
+    waits = [t for t in tasks.waiting(conn, now) if mine(t["target"])]
+    blind = [a for a in blind_holds(conn, now) if owns is None or any(
+        mine(t) for t in limited_targets(conn, a["name"]))]
     failed = [a for a in tasks.failures(conn, now - DAY) if mine(a["target"])]
     scheduler = locks.read_holder(tasks.DAEMON_LOCK) is not None
     every = worktrees.recorded_status(conn)
@@ -490,7 +523,7 @@ def line(conn, ascii=False, project=None, now=None):
     hidden = {tasks.DAEMON_LOCK, worktrees.DAEMON_LOCK}
     n_locks = sum(1 for r in locks.recorded() if r["name"] not in hidden
                   and (owns is None or owns(r["name"])))
-    attention = reasons(failed, late, pending, scheduler, trees, now)
+    attention = reasons(failed, late, pending, scheduler, trees, now, waits, blind)
     n_conf = sum(1 for w in trees if w["state"] == "conflict")
     sync = ("" if not repos else "ok" if not n_conf else f"{n_conf}!")
     check_ins, alarm, lock, synced = LINE_ASCII if ascii else LINE_SYMBOLS

@@ -5,14 +5,22 @@ Rules:
   (see Pass): different panes in parallel, one pane one note at a time.
 - A pass holds each pane's lock (locks/pane.<server>.<id>) while it claims
   and types there, so typing into one pane is serialised across every
-  process, and p:0, p:0.0 and %3 are one pane.  A pane locked by another
-  runner is left to it.
+  process, and p:0, p:0.0 and %3 are one pane.  The server is its socket's
+  real path: /tmp/x and a symlink to it are one server, one lock.  A pane
+  locked by another runner is left to it.
 - A task is claimed only when its pane is held and it is about to be typed.
-- Never into a bare shell: the note would run as a command.
-- Never into a window that shows a usage-limit notice: its screen is captured
-  just before typing; a limit suspends the task's account (limits.py) and the
-  task is held, not counted as a failed attempt.  A rate-limit menu on screen
-  gets one Escape (which dismisses it; Enter could pick "Upgrade your plan").
+- Look before typing: the pane's screen and foreground program are classified
+  (panes.py, procs.py) just before typing, and only a ready pane, or one whose
+  program orch has no layout for, is typed into.  A shell gets nothing (the
+  note would run as a command): a failed attempt.  A dialog, a busy agent or
+  a draft in the input defers the check-in: no key at all, no attempt
+  counted, looked at again in a few seconds; a one-shot pass does not wait.
+- A usage-limit notice suspends the task's account (limits.py) and the task
+  is held, not counted as a failed attempt.  A rate-limit menu on screen gets
+  one Escape (which dismisses it; Enter could pick "Upgrade your plan"): the
+  only key ever sent to anything but an input line.
+- A stored note holding a control character (from an older database) fails
+  at once and is never typed.
 - Text goes in as one paste; Enter follows ORCH_ENTER_DELAY seconds later,
   because agents drop an Enter that arrives with the text.
 """
@@ -22,7 +30,7 @@ import os
 import sys
 import time
 
-from . import clock, limits, locks, paths, store, tasks, tmux
+from . import clock, limits, locks, panes, paths, procs, store, tasks, tmux
 from .errors import OrchError
 
 MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
@@ -34,8 +42,14 @@ def enter_delay():
                                "ORCH_ENTER_DELAY value", 0, 60)
 
 
+def agent_commands():
+    """ORCH_AGENT_COMMANDS as a set of command names (comma- or space-separated), or None."""
+    names = (os.environ.get("ORCH_AGENT_COMMANDS") or "").replace(",", " ").split()
+    return frozenset(names) or None
+
+
 def pane_lock_name(server, pane_id):
-    digest = hashlib.sha1(server.encode()).hexdigest()[:12]
+    digest = hashlib.sha1(os.path.realpath(server).encode()).hexdigest()[:12]
     return f"pane.{digest}.{pane_id.lstrip('%')}"
 
 
@@ -64,6 +78,7 @@ class Pass:
         self.stopping = stopping
         self.conn = store.connect(durable=False)
         self.spool = paths.sub("spool", create_dir=True)
+        self.allowed = agent_commands()
         self.handled = 0
 
     def stopped(self):
@@ -154,26 +169,38 @@ class Pass:
 
     def _check(self, server, pane, task):
         """True if TASK may be typed into PANE now; else record why not."""
-        if pane.is_shell:
-            self.finish(task, "retry", f"no agent running in {task['target']} "
-                        f"(the pane runs {pane.command})", pane.id)
+        problem = tasks.note_problem(task["note"])
+        if problem:
+            self.finish(task, "refused", problem, pane.id)
             return False
-        seen = limits.detect(pane.screen or "", clock.now())
+        seen = panes.classify(pane.screen or "", clock.now(),
+                              procs.foreground(pane.pid, pane.command), self.allowed,
+                              pane.cursor)
+        if seen.state == "shell":
+            self.finish(task, "retry", f"no agent running in {task['target']} "
+                        f"({seen.evidence})", pane.id)
+            return False
         if seen.state == "limited":
-            if seen.menu:
+            limit = seen.limit
+            if limit.menu:
                 try:
                     tmux.send_key(server, pane.id, "Escape")
                 except tmux.Missing:
                     pass
             with store.tx(self.conn):
-                until = limits.suspend(self.conn, task["account"], seen, server, pane.id,
+                until = limits.suspend(self.conn, task["account"], limit, server, pane.id,
                                        task["target"])
-            tasks.hold(self.conn, task, until, f"usage limit ({seen.kind}): {seen.line}; "
-                       f"account {task['account']} suspended until {clock.iso(until)}", pane.id)
+            reset = "" if limit.reset is not None else ", no reset time shown"
+            tasks.hold(self.conn, task, until, f"usage limit ({limit.kind}{reset}): "
+                       f"{limit.line}; account {task['account']} suspended until "
+                       f"{clock.iso(until)}", pane.id)
             return False
         if seen.state == "transient":
             tasks.hold(self.conn, task, clock.now() + TRANSIENT_HOLD_S,
-                       f"transient rate limit on screen: {seen.line}", pane.id)
+                       f"transient rate limit on screen: {seen.limit.line}", pane.id)
+            return False
+        if not seen.typable:
+            tasks.defer(self.conn, task, seen.state, seen.describe(), pane.id)
             return False
         return True
 

@@ -185,6 +185,13 @@ MIGRATIONS = [
         PRIMARY KEY (account, server, pane)
     );
     """,
+    # 6: deferrals: a due check-in whose pane showed a dialog, a busy agent or a
+    # draft is put back untried; deferred is the pane state it waits on (NULL:
+    # not deferred) and deferred_since when that wait began
+    """
+    ALTER TABLE tasks ADD COLUMN deferred TEXT;
+    ALTER TABLE tasks ADD COLUMN deferred_since REAL;
+    """,
 ]
 
 

@@ -18,6 +18,7 @@ Rules:
 """
 
 import os
+import re
 import stat
 
 from . import clock, paths, store
@@ -30,6 +31,8 @@ LEASE_S = 60.0
 MIN_EVERY_S = 1.0
 RETRY_BASE_S = 30.0
 RETRY_CAP_S = 900.0
+DEFER_MIN_S = 2.0  # a pane showing a dialog, a busy agent or a draft is looked at again
+DEFER_MAX_S = 15.0  # in 2 s, backing off to 15 s as the wait grows
 MAX_NOTE = 1 << 20
 WAKE_FIFO = "wake"
 DAEMON_LOCK = "orch-sched.daemon"  # held by the one orch-sched daemon (locks.py)
@@ -46,12 +49,11 @@ WITH_HOLD = """SELECT tasks.*, a.since AS held_since, a.until AS held_until
 
 COLUMNS = ("id", "target", "server", "note", "due", "every_s", "key", "account", "status",
            "attempts", "not_before", "lease_until", "reason", "created", "updated",
-           "catch_up", "grace_s", "retries", "picked")
+           "catch_up", "grace_s", "retries", "picked", "deferred", "deferred_since")
 
 
 def check_note(note):
-    if "\x00" in note:
-        raise OrchError("the note contains a NUL byte", DATAERR)
+    """NOTE if it may be stored and typed; else raise OrchError (exit 65)."""
     if not note.strip():
         raise OrchError("the note is empty", DATAERR)
     if len(note.encode("utf-8", "surrogatepass")) > MAX_NOTE:
@@ -60,7 +62,30 @@ def check_note(note):
         note.encode("utf-8")
     except UnicodeEncodeError:
         raise OrchError("the note is not valid UTF-8", DATAERR) from None
+    problem = note_problem(note)
+    if problem:
+        raise OrchError(problem, DATAERR)
     return note
+
+
+# Notes are text: a control character typed into a pane is a key (ESC starts
+# a sequence that can end the paste early or press Shift-Tab), never text.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {0: "NUL", 7: "BEL", 8: "BS", 0x0b: "VT", 0x0c: "FF", 0x0d: "CR", 0x1b: "ESC",
+                  0x7f: "DEL", 0x9b: "CSI"}
+
+
+def note_problem(note):
+    """Why NOTE may not be typed (a control character other than newline and
+    tab), or None."""
+    m = _CONTROL.search(note)
+    if m is None:
+        return None
+    code = ord(m.group())
+    name = _CONTROL_NAMES.get(code)
+    name = f"{name} (U+{code:04X})" if name else f"U+{code:04X}"
+    return (f"the note holds a control character, {name}, at character {m.start() + 1} "
+            "(only newline and tab are allowed)")
 
 
 def check_label(text, what):
@@ -97,8 +122,9 @@ def add(conn, target, server, note, due, every_s=None, key=None, account="defaul
                 raise OrchError(f"task {row['id']} with key {key!r} is being delivered right "
                                 "now; try again", TEMPFAIL)
             sets = ", ".join(f"{k} = :{k}" for k in fields)
-            conn.execute(f"UPDATE tasks SET {sets}, attempts = 0, picked = 0, reason = NULL "
-                         "WHERE id = :id", dict(fields, id=row["id"]))
+            conn.execute(f"UPDATE tasks SET {sets}, attempts = 0, picked = 0, reason = NULL, "
+                         "deferred = NULL, deferred_since = NULL WHERE id = :id",
+                         dict(fields, id=row["id"]))
             task_id = row["id"]
         else:
             names = ", ".join(fields)
@@ -284,9 +310,9 @@ def finish(conn, task, outcome, detail=None, pane=None, now=None):
     """Record the outcome of a claimed attempt.
 
     OUTCOME: 'delivered'; 'retry' (a failed attempt: back off, or give up after
-    the task's retries); 'held' (deferred without counting as an attempt,
-    until `not_before`, given as DETAIL's companion via hold()).
-    Returns the status the task is left in (or None if the claim was lost).
+    the task's retries); 'refused' (it can never be typed, as a note holding a
+    control character: fail now, recurring or not).  Returns the status the task
+    is left in (or None if the claim was lost).
     """
     now = clock.now() if now is None else now
     with store.tx(conn):
@@ -295,6 +321,8 @@ def finish(conn, task, outcome, detail=None, pane=None, now=None):
         _log(conn, task, now, pane, outcome if current else f"{outcome} (claim lost)", detail)
         if current is None:
             return None
+        conn.execute("UPDATE tasks SET deferred = NULL, deferred_since = NULL WHERE id = ?",
+                     (task["id"],))
         tries = current["attempts"] + 1
         if outcome == "delivered":
             if current["every_s"]:
@@ -303,9 +331,9 @@ def finish(conn, task, outcome, detail=None, pane=None, now=None):
             conn.execute("UPDATE tasks SET status = 'done', attempts = ?, lease_until = NULL, "
                          "reason = NULL, updated = ? WHERE id = ?", (tries, now, task["id"]))
             return "done"
-        if tries > current["retries"]:
-            reason = f"gave up after {tries} attempts: {detail}"
-            if current["every_s"]:
+        if outcome == "refused" or tries > current["retries"]:
+            reason = detail if outcome == "refused" else f"gave up after {tries} attempts: {detail}"
+            if current["every_s"] and outcome != "refused":
                 _log(conn, current, now, pane, "failed", reason)
                 _advance(conn, current, now)
                 return "pending"
@@ -325,10 +353,40 @@ def hold(conn, task, until, detail, pane=None, now=None):
     now = clock.now() if now is None else now
     with store.tx(conn):
         cur = conn.execute("UPDATE tasks SET status = 'pending', not_before = ?, "
-                           "lease_until = NULL, reason = ?, updated = ? WHERE id = ? AND "
+                           "lease_until = NULL, reason = ?, deferred = NULL, "
+                           "deferred_since = NULL, updated = ? WHERE id = ? AND "
                            "status = 'running' AND lease_until = ?",
                            (until, detail, now, task["id"], task["lease_until"]))
         _log(conn, task, now, pane, "held" if cur.rowcount else "held (claim lost)", detail)
+
+
+def defer(conn, task, state, detail, pane=None, now=None):
+    """Put a claimed task back untried because its pane is in STATE (dialog,
+    busy, draft): no key was sent and no attempt is counted.
+
+    The log gets a row when the state changes, not at every look.  The pane is
+    looked at again after DEFER_MIN_S, more slowly as the wait grows, to at most
+    DEFER_MAX_S.  Catch-up still applies when the task finally goes: a task
+    never attempted is as unpicked as before its claim.  Returns when it is
+    due again (None if the claim was lost).
+    """
+    now = clock.now() if now is None else now
+    with store.tx(conn):
+        row = conn.execute("SELECT deferred, deferred_since FROM tasks WHERE id = ? AND "
+                           "status = 'running' AND lease_until = ?",
+                           (task["id"], task["lease_until"])).fetchone()
+        if row is None:
+            _log(conn, task, now, pane, "deferred (claim lost)", detail)
+            return None
+        since = row["deferred_since"] if row["deferred"] is not None else now
+        until = now + min(max(DEFER_MIN_S, (now - since) / 4), DEFER_MAX_S)
+        conn.execute("UPDATE tasks SET status = 'pending', not_before = ?, lease_until = NULL, "
+                     "reason = ?, deferred = ?, deferred_since = ?, picked = (attempts > 0), "
+                     "updated = ? WHERE id = ?",
+                     (until, detail, state, since, now, task["id"]))
+        if row["deferred"] != state:
+            _log(conn, task, now, pane, "deferred", detail)
+    return until
 
 
 def prune(conn, age_s, now=None):
@@ -347,8 +405,17 @@ def overdue(conn, now=None):
     """Pending occurrences never attempted and past due + grace (held or backing off: not)."""
     now = clock.now() if now is None else now
     rows = conn.execute(f"{WITH_HOLD} WHERE status = 'pending' AND picked = 0 AND "
-                        "due + grace_s < ? ORDER BY due", (now,)).fetchall()
+                        "deferred IS NULL AND due + grace_s < ? ORDER BY due", (now,)).fetchall()
     return [t for t in rows if not was_held(t, now)]
+
+
+def waiting(conn, now=None):
+    """Check-ins deferred for longer than their grace: the pane has shown a
+    dialog, a busy agent or a draft all along (a dialog waits for a person)."""
+    now = clock.now() if now is None else now
+    return conn.execute("SELECT * FROM tasks WHERE status = 'pending' AND deferred IS NOT NULL "
+                        "AND deferred_since + grace_s < ? ORDER BY deferred_since, id",
+                        (now,)).fetchall()
 
 
 # --- waking the daemon --------------------------------------------------------
@@ -379,7 +446,9 @@ def as_json(task):
         "attempts": task["attempts"], "key": task["key"], "account": task["account"],
         "server": task["server"], "not_before": clock.iso(task["not_before"]),
         "catch_up": task["catch_up"], "grace_s": task["grace_s"], "retries": task["retries"],
-        "reason": task["reason"], "created": clock.iso(task["created"]),
+        "reason": task["reason"], "deferred": task["deferred"],
+        "deferred_since": clock.iso(task["deferred_since"]),
+        "created": clock.iso(task["created"]),
         "updated": clock.iso(task["updated"]),
     }
 

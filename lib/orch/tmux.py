@@ -21,9 +21,6 @@ import re
 from . import paths
 from .errors import DATAERR, UNAVAILABLE, OrchError
 
-SHELLS = {"sh", "bash", "zsh", "fish", "dash", "ksh", "mksh", "tcsh", "csh", "ash", "yash",
-          "nu", "elvish", "xonsh"}
-
 # session[:window[.pane]] or a pane id %N.  tmux forbids ':' and '.' in session names.
 _TARGET = re.compile(r"(?P<session>[^:.]+)(?::(?P<window>[^:.]*)(?:\.(?P<pane>\d+))?)?")
 _PANE_ID = re.compile(r"%\d+")
@@ -99,17 +96,20 @@ def run(server, *args, input=None):
 
 
 class Pane:
-    """A resolved pane: its id, what it is running, and its screen if captured with it."""
+    """A resolved pane: its id, its first process, what it is running (tmux's
+    name for it), and its screen if captured with it."""
 
-    def __init__(self, pane_id, command, in_mode, screen=None):
+    def __init__(self, pane_id, command, in_mode, screen=None, pid=None, cursor=None):
         self.id, self.command, self.in_mode, self.screen = pane_id, command, in_mode, screen
-
-    @property
-    def is_shell(self):
-        return self.command.lstrip("-") in SHELLS
+        self.pid, self.cursor = pid, cursor
 
 
-_FORMAT = "#{pane_index}\t#{pane_id}\t#{pane_active}\t#{pane_current_command}\t#{pane_in_mode}"
+def _pid(text):
+    return int(text) if text.isdigit() else None
+
+
+_FORMAT = ("#{pane_index}\t#{pane_id}\t#{pane_active}\t#{pane_current_command}\t#{pane_in_mode}"
+           "\t#{pane_pid}\t#{cursor_y}")
 
 
 def resolve(server, target):
@@ -130,15 +130,15 @@ def resolve(server, target):
             return index == pane if pane is not None else active == "1"
     listing = run(server, "list-panes", "-t", window, "-F", _FORMAT).decode()
     for line in listing.splitlines():
-        index, pane_id, active, command, in_mode = line.split("\t")
+        index, pane_id, active, command, in_mode, pid, _ = line.split("\t")
         if wanted(index, pane_id, active):
-            return Pane(pane_id, command, in_mode == "1")
+            return Pane(pane_id, command, in_mode == "1", pid=_pid(pid))
     raise Missing(f"can't find pane: {target}")
 
 
 _ALL_FORMAT = ("#{session_name}\t#{window_index}\t#{window_name}\t#{window_active}\t"
                "#{pane_index}\t#{pane_id}\t#{pane_active}\t#{pane_current_command}\t"
-               "#{pane_in_mode}")
+               "#{pane_in_mode}\t#{pane_pid}")
 
 
 def resolve_all(server, targets):
@@ -149,11 +149,64 @@ def resolve_all(server, targets):
     tmux); the given pane index, else the active pane.
     """
     try:
-        listing = run(server, "list-panes", "-a", "-F", _ALL_FORMAT).decode(errors="replace")
+        listing = run(server, "list-panes", "-a", "-F", _ALL_FORMAT)
     except Missing as e:
         return {t: e for t in targets}
+    return _resolved(listing, targets)
+
+
+class Lookup:
+    """resolve_all() started now and read later, so that a command can do its
+    own work while tmux answers (`orch-sched add` warns of a missing target
+    without paying for the wait, or for importing subprocess)."""
+
+    def __init__(self, server):
+        self.pid, self.server = None, server
+        try:
+            argv = [tmux_bin(), "-S", server, "list-panes", "-a", "-F", _ALL_FORMAT]
+        except OrchError as e:
+            self.failed = Missing(str(e))
+            return
+        self.out, out_w = os.pipe()
+        self.err, err_w = os.pipe()
+        try:
+            self.pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=[
+                (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2),
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)])
+            self.failed = None
+        except OSError as e:
+            self.failed = Missing(f"tmux could not be started: {e.strerror}")
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+
+    def result(self, targets):
+        """{target: Pane or Missing}, as resolve_all() gives it."""
+        if self.pid is None:
+            return {t: self.failed for t in targets}
+        out, err = _read_all(self.out), _read_all(self.err)
+        _, status = os.waitpid(self.pid, 0)
+        if status != 0:
+            reason = err.decode(errors="replace").strip().splitlines()
+            reason = reason[0] if reason else "tmux failed"
+            if reason.startswith(("no server running", "error connecting")):
+                reason = f"tmux server not running ({self.server})"
+            return {t: Missing(reason) for t in targets}
+        return _resolved(out, targets)
+
+
+def _read_all(fd):
+    chunks = []
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _resolved(listing, targets):
+    listing = listing.decode(errors="replace")
     panes = [line.split("\t") for line in listing.splitlines()]
-    panes = [p for p in panes if len(p) == 9]
+    panes = [p for p in panes if len(p) == 10]
     result = {}
     for target in targets:
         result[target] = _match(target, panes)
@@ -163,8 +216,7 @@ def resolve_all(server, targets):
 def _match(target, panes):
     if _PANE_ID.fullmatch(target):
         rows = [p for p in panes if p[5] == target]
-        return Pane(rows[0][5], rows[0][7], rows[0][8] == "1") if rows else \
-            Missing(f"can't find pane: {target}")
+        return _pane(rows[0]) if rows else Missing(f"can't find pane: {target}")
     m = _TARGET.fullmatch(target)
     session, window, pane = m.group("session"), m.group("window"), m.group("pane")
     rows = [p for p in panes if p[0] == session]
@@ -186,7 +238,11 @@ def _match(target, panes):
     rows = [p for p in rows if (p[4] == pane if pane is not None else p[6] == "1")]
     if not rows:
         return Missing(f"can't find pane: {pane}")
-    return Pane(rows[0][5], rows[0][7], rows[0][8] == "1")
+    return _pane(rows[0])
+
+
+def _pane(row):
+    return Pane(row[5], row[7], row[8] == "1", pid=_pid(row[9]))
 
 
 def inspect(server, pane_id):
@@ -197,9 +253,9 @@ def inspect(server, pane_id):
               "capture-pane", "-p", "-t", pane_id).decode(errors="replace")
     listing, _, screen = out.partition(token + "\n")
     for line in listing.splitlines():
-        index, found, active, command, in_mode = line.split("\t")
+        index, found, active, command, in_mode, pid, cursor = line.split("\t")
         if found == pane_id:
-            return Pane(pane_id, command, in_mode == "1", screen)
+            return Pane(pane_id, command, in_mode == "1", screen, _pid(pid), _pid(cursor))
     raise Missing(f"can't find pane: {pane_id}")
 
 
@@ -236,7 +292,8 @@ def capture_all(server, panes):
     for pane in panes:
         commands += [["display-message", "-p", "-t", pane.id,
                       # (the format goes through strftime: no literal '%' in it)
-                      f"{token}\t#{{pane_id}}\t#{{pane_current_command}}\t#{{pane_in_mode}}"],
+                      f"{token}\t#{{pane_id}}\t#{{pane_pid}}\t#{{cursor_y}}\t"
+                      "#{pane_current_command}\t#{pane_in_mode}"],
                      ["capture-pane", "-p", "-t", pane.id]]
     try:
         out = "".join(run(server, *args).decode(errors="replace")
@@ -247,12 +304,14 @@ def capture_all(server, panes):
     for chunk in out.split(token + "\t")[1:]:
         head, _, screen = chunk.partition("\n")
         pane_id, _, rest = head.partition("\t")
+        pid, _, rest = rest.partition("\t")
+        cursor, _, rest = rest.partition("\t")
         command, _, in_mode = rest.rpartition("\t")
-        seen[pane_id] = (command, in_mode == "1", screen)
+        seen[pane_id] = (command, in_mode == "1", screen, _pid(pid), _pid(cursor))
     if any(p.id not in seen for p in panes):
         return False
     for pane in panes:
-        pane.command, pane.in_mode, pane.screen = seen[pane.id]
+        pane.command, pane.in_mode, pane.screen, pane.pid, pane.cursor = seen[pane.id]
     return True
 
 

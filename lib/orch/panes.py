@@ -1,0 +1,300 @@
+"""Pane states: what a pane's screen says about typing a check-in into it now.
+
+Rules:
+- classify() is a pure function of the captured screen (capture-pane -p text),
+  the clock, and the pane's foreground program as procs.py found it.  It
+  returns one state and the line that decided it (the evidence).
+- The states, by precedence: shell > limited > transient > dialog > busy >
+  draft > ready > unknown.  Only ready and unknown may be typed into: unknown
+  is a program with no layout here, which keeps working as it always has.
+- Agent layouts are data (LAYOUTS): a new agent or a changed wording is one
+  entry, not code.  GENERIC_DIALOG and GENERIC_BUSY apply to every program.
+- The input line is the lowest line matching a layout's `input` pattern with
+  at most `below` non-blank lines under its block (the footer).  A `framed`
+  input sits right under a horizontal rule and its block runs to the next
+  rule: that is what tells Claude Code's input box from an earlier prompt in
+  its history, which starts with the same `❯`.
+- A dialog replaces or covers the input box while it is open, and one
+  answered earlier stays in the scrollback above the box: dialog markers count
+  only below the input block, or anywhere in the bottom LIVE_LINES non-blank
+  lines when no input line is visible.  Busy markers count in those bottom
+  lines, above or below the input (Codex and Gemini draw them above).
+- An input is empty when nothing follows its marker or the text is one of the
+  layout's placeholders: capture-pane drops the dim style that tells a
+  placeholder from typed text, so they are listed.
+- Lines are compared with trailing spaces removed (capture-pane trims them
+  anyway), but a no-break space is kept: Claude Code's empty input reads
+  `❯` + U+00A0, and a trimmed `❯` alone is empty too.
+"""
+
+import re
+from collections import namedtuple
+
+from . import clock, limits
+
+LIVE_LINES = 15
+MAX_DRAFT_LINES = 200  # how far above its footer a long draft may push an input line
+STATES = ("shell", "limited", "transient", "dialog", "busy", "draft", "ready", "unknown")
+TYPABLE = ("ready", "unknown")
+
+_RULE = re.compile(r"\s*[─━]{8,}\s*$")
+
+Layout = namedtuple("Layout", "name input framed below continuation placeholders echo repl "
+                               "busy dialog")
+
+
+def _any(*patterns):
+    return tuple(re.compile(p) for p in patterns)
+
+
+# Every program's dialogs: menus, questions, modals.  Matched anywhere in a line.
+GENERIC_DIALOG = _any(
+    r"\b[Ee]nter(?:/\S+)? to (?:confirm|select|continue|set\b|choose|accept|proceed|apply|save"
+    r"|view)",
+    r"\b[Ee]sc(?:ape)? to (?:cancel|close|go back|exit|dismiss|clear)\b(?!,\s*\d)",
+    r"\b[Pp]ress [Ee]nter to\b|\(Use Enter to select\)",
+    r"\benter (?:select|continue)\b|\besc back\b|↑/↓ to (?:navigate|select)|(?:^|\s)↓ to select\b",
+    r"\([Yy]\)es/\([Nn]\)o|\[[Yy]/[Nn]\]|\([Yy]/[Nn]\)|\[[Yy]es/[Nn]o\]",
+    r"\bDo you want to (?:proceed|make this edit|create|allow|run|trust)\b",
+    r"\bDo you trust the files\b|\bAllow execution\b|\bWaiting for (?:user|your) confirmation\b",
+    r"\bYes, allow (?:once|always)\b|\bYes, and don't ask again\b",
+)
+# A numbered menu with its selection marker on one option (`❯ 1. Yes`, `● 2. No`):
+# a dialog when another numbered option stands next to it (see _choices).
+_SELECTED = re.compile(r"\s*[│┃]?\s*[❯›>●▶→]\s*\d{1,2}\.\s+\S")
+_OPTION = re.compile(r"\s*[│┃]?\s*(?:[❯›>●▶→]\s*)?\d{1,2}\.\s+\S")
+
+GENERIC_BUSY = _any(
+    r"\besc to interrupt\b",
+    r"\(esc to cancel, \d+[smh]",
+)
+
+LAYOUTS = (
+    Layout(
+        "claude",
+        input=re.compile(r"❯(?:[\u00a0 ](?P<text>.*))?$"),
+        framed=True, below=40, continuation=None,
+        placeholders=("Press up to edit queued messages",), echo=True, repl=False,
+        busy=_any(r"^\s*[✢✳✶✻✽·*] \S.*…", r"^\s*[✢✳✶✻✽·*] .*\bRetrying in \d+s\b"),
+        dialog=_any(r"\bEnter to set as default\b", r"\bTab to amend\b"),
+    ),
+    Layout(
+        "claude-box",  # Claude Code 1.x: the input in a rounded box
+        input=re.compile(r"│ >(?: (?P<text>.*?))? *│"),
+        framed=False, below=6, continuation=None, placeholders=(), echo=False, repl=False,
+        busy=_any(r"^\s*[✢✳✶✻✽·*] \S.*…"), dialog=(),
+    ),
+    Layout(
+        "codex",
+        input=re.compile(r"› ?(?P<text>.*)$"),
+        framed=False, below=12, continuation=re.compile(r"  (?P<text>\S.*)"),
+        placeholders=("Ask Codex to do anything", "Explain this codebase",
+                      "Summarize recent commits", "Implement {feature}",
+                      "Find and fix a bug in @filename", "Write tests for @filename",
+                      "Improve documentation in @filename", "Run /review on my current changes",
+                      "Use /skills to list available skills"),
+        echo=True, repl=False,
+        busy=_any(r"^\s*\S?\s*Working \(\d+[smh]"),
+        dialog=_any(r"\bWould you like to (?:run|make|apply)\b"),
+    ),
+    Layout(
+        "gemini",
+        input=re.compile(r" >(?: +(?P<text>.*?))? *"),
+        framed=False, below=16, continuation=re.compile(r"   (?P<text>\S.*)"),
+        placeholders=("Type your message or @path/to/file",), echo=True, repl=False,
+        busy=_any(r"^\s*[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] \S"),
+        dialog=_any(r"\bApply this change\?", r"\bAllow execution\b"),
+    ),
+    Layout(
+        "aider",
+        input=re.compile(r"(?:[a-z-]+)?>(?!>)(?: (?P<text>.*))?$"),
+        framed=False, below=8, continuation=None, placeholders=(), echo=False, repl=True,
+        busy=_any(r"^\s*[░█▒▓]+\s+Waiting for \S"),
+        dialog=_any(r"\(D\)on't ask again", r"\[Yes\]: ?$", r"\[No\]: ?$"),
+    ),
+    Layout(
+        "ipython",
+        input=re.compile(r"In \[\d+\]: ?(?P<text>.*)$"),
+        framed=False, below=0, continuation=re.compile(r"\s+\.\.\.: ?(?P<text>.*)$"),
+        placeholders=(), echo=False, repl=True, busy=(), dialog=(),
+    ),
+    Layout(
+        "python",  # the plain REPL and ptpython
+        input=re.compile(r">>> ?(?P<text>.*)$"),
+        framed=False, below=3, continuation=re.compile(r"\.\.\. ?(?P<text>.*)$"),
+        placeholders=(), echo=False, repl=True, busy=(), dialog=(),
+    ),
+)
+
+# collections.namedtuple: see limits.Detection for why not a dataclass.
+_Fields = namedtuple("PaneState", "state evidence layout limit")
+
+
+class PaneState(_Fields):
+    """The state of a pane, the line that decided it, the layout recognised (or
+    None), and for limited/transient the usage-limit Detection."""
+
+    __slots__ = ()
+
+    @property
+    def typable(self):
+        return self.state in TYPABLE
+
+    def as_json(self):
+        limit = self.limit
+        return {"state": self.state, "evidence": self.evidence, "layout": self.layout,
+                "kind": limit.kind if limit else None,
+                "reset": clock.iso(limit.reset) if limit else None,
+                "menu": bool(limit and limit.menu)}
+
+    def describe(self):
+        """A short phrase for the log: `dialog open ("Esc to cancel")`."""
+        what = {"dialog": "dialog open", "busy": "agent busy", "draft": "text in the input",
+                "shell": "no agent running"}.get(self.state, self.state)
+        return f"{what} ({_quote(self.evidence)})" if self.evidence else what
+
+
+def _quote(text):
+    return '"' + (text if len(text) <= 80 else text[:79] + "…") + '"'
+
+
+def classify(screen, now, foreground=None, allowed=None, cursor=None, local_tz=None):
+    """SCREEN (capture-pane -p text) at NOW -> PaneState.
+
+    FOREGROUND is procs.Foreground (or None: a screen alone, say from stdin).
+    ALLOWED, if given, is the set of foreground command names that may get
+    check-ins (ORCH_AGENT_COMMANDS): anything else counts as a shell.  CURSOR
+    is the screen row of the terminal's cursor, if known: a line-oriented
+    prompt (a `repl` layout) with the cursor below it has been submitted and
+    is running, however much it looks like a draft.
+    """
+    if foreground is not None:
+        if foreground.shell:
+            return PaneState("shell", f"the pane runs {foreground.command} at its prompt",
+                             None, None)
+        if allowed and foreground.command not in allowed:
+            return PaneState("shell", f"the pane runs {foreground.command}, "
+                             "not one of ORCH_AGENT_COMMANDS", None, None)
+    seen = limits.detect(screen, now, local_tz)
+    if seen.state in ("limited", "transient"):
+        return PaneState(seen.state, seen.line or "rate-limit options menu", None, seen)
+
+    lines = [line.rstrip(" ") for line in screen.split("\n")]
+    live = _live(lines)
+    found = _input(lines, live)
+    layout, start, end, text = found if found else (None, None, None, None)
+    name = layout.name if layout else None
+
+    # With no input line in sight, the program is not known: every layout's markers count.
+    region = range(end + 1, len(lines)) if found else live
+    dialog = _dialog(lines, region, (layout,) if found else LAYOUTS)
+    if dialog is not None:
+        return PaneState("dialog", dialog, name, None)
+    busy = GENERIC_BUSY + tuple(p for lay in ((layout,) if found else LAYOUTS) for p in lay.busy)
+    for i in live:
+        for pattern in busy:
+            if pattern.search(lines[i]):
+                return PaneState("busy", _tidy(lines[i]), name, None)
+    if found is None:
+        return PaneState("unknown", None, None, None)
+    echo = _echo(lines, start, layout)
+    if echo is not None:
+        return PaneState("busy", f"{echo} (just sent, no answer yet)", name, None)
+    if layout.repl and cursor is not None and cursor > end:
+        return PaneState("busy", f"{_tidy(lines[start])} (running: the cursor is below it)",
+                         name, None)
+    if text:
+        return PaneState("draft", _tidy(lines[start]), name, None)
+    return PaneState("ready", _tidy(lines[start]), name, None)
+
+
+def _live(lines):
+    """The indexes of the bottom LIVE_LINES non-blank lines, top to bottom."""
+    live = []
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].strip():
+            live.append(i)
+            if len(live) == LIVE_LINES:
+                break
+    return live[::-1]
+
+
+def _input(lines, live):
+    """The lowest input line of any layout -> (layout, first, last line of its
+    block, its text without placeholders), or None."""
+    if not live:
+        return None
+    best = None
+    for layout in LAYOUTS:
+        got = _input_of(layout, lines, live[-1])
+        if got is not None and (best is None or got[1] > best[1]):
+            best = (layout, *got)
+    return best
+
+
+def _input_of(layout, lines, last):
+    under = 0  # non-blank lines under line i
+    for i in range(last, -1, -1):
+        if under > layout.below + MAX_DRAFT_LINES:
+            return None
+        m = layout.input.fullmatch(lines[i])
+        under += bool(lines[i].strip())
+        if m is None:
+            continue
+        if layout.framed and not (i > 0 and _RULE.match(lines[i - 1])):
+            continue
+        texts = [m.group("text") or ""]
+        end = i
+        if layout.framed:
+            end = next((j for j in range(i + 1, min(len(lines), i + 60)) if _RULE.match(lines[j])),
+                       None)
+            if end is None:
+                continue
+            texts += lines[i + 1:end]
+        elif layout.continuation is not None:
+            while end + 1 <= last and (c := layout.continuation.fullmatch(lines[end + 1])):
+                texts.append(c.group("text") or "")
+                end += 1
+        if sum(1 for j in range(end + 1, last + 1) if lines[j].strip()) > layout.below:
+            continue
+        text = "\n".join(t.strip() for t in texts).strip()
+        if text in layout.placeholders:
+            text = ""
+        return i, end, text
+    return None
+
+
+def _echo(lines, start, layout):
+    """The prompt just submitted, if the first line above the input box is its
+    echo in the history: the agent has taken it and not answered yet (Codex
+    shows nothing else for its first seconds)."""
+    if not layout.echo:
+        return None
+    i = start - 1 - layout.framed  # a framed box: skip its top rule
+    while i >= 0 and not lines[i].strip():
+        i -= 1
+    m = layout.input.fullmatch(lines[i]) if i >= 0 else None
+    if m is None or layout.framed and i > 0 and _RULE.match(lines[i - 1]):
+        return None  # (an earlier input box, not an echo)
+    text = (m.group("text") or "").strip()
+    return _tidy(lines[i]) if text and text not in layout.placeholders else None
+
+
+def _dialog(lines, region, layouts):
+    """The line in REGION that best shows an open dialog, tidied, or None."""
+    patterns = GENERIC_DIALOG + tuple(p for layout in layouts for p in layout.dialog)
+    region = list(region)
+    # A footer ("Enter to confirm · Esc to cancel") says more than the options above it.
+    for i in reversed(region):
+        if any(p.search(lines[i]) for p in patterns):
+            return _tidy(lines[i])
+    options = [i for i in region if _OPTION.match(lines[i])]
+    for i in region:
+        if _SELECTED.match(lines[i]) and any(j != i and abs(j - i) <= 3 for j in options):
+            return _tidy(lines[i])
+    return None
+
+
+def _tidy(line):
+    """A screen line as evidence: stripped, box sides and runs of padding dropped."""
+    return re.sub(r"\s{3,}", "  ", line.replace("\u00a0", " ").strip().strip("│┃").strip())
