@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """A stand-in agent for tests: run it in a tmux pane.
 
-    agent.py RECORD [--bracketed] [--screen FILE] [--layout claude --mode FILE]
+    agent.py RECORD [--bracketed] [--screen FILE [--cursor ROW]] [--layout claude --mode FILE]
 
 It puts its terminal in raw mode, then creates RECORD (so a test can wait for
 the file to know the agent is ready) and appends every byte it receives to it,
 exactly as received.  With --bracketed it asks the terminal for bracketed
 paste.  With --screen it shows FILE's text and shows it again whenever the file
-changes (a prompt, a usage-limit notice, a menu).
+changes (a prompt, a usage-limit notice, a menu), then puts the cursor on
+screen row ROW (from 0), if given, where the program would have left it.
 
 With --layout claude it draws what Claude Code draws: its history, an input
 box between two rules (`❯` and a no-break space, then what has been typed),
@@ -42,12 +43,13 @@ def stamp_of(path):
         return None
 
 
-def show(path, last):
+def show(path, last, cursor=None):
     stamp = stamp_of(path)
     if stamp is not None and stamp != last:
         with open(path, "rb") as f:
             text = f.read()
-        os.write(1, b"\x1b[H\x1b[2J" + text.replace(b"\n", b"\r\n"))
+        move = b"" if cursor is None else f"\x1b[{cursor + 1};1H".encode()
+        os.write(1, b"\x1b[H\x1b[2J" + text.replace(b"\n", b"\r\n") + move)
     return stamp if stamp is not None else last
 
 
@@ -94,10 +96,12 @@ class Claude:
 
 
 def main(argv):
-    record, screen, layout = argv[0], None, None
+    record, screen, layout, cursor = argv[0], None, None, None
     bracketed = "--bracketed" in argv
     if "--screen" in argv:
         screen = argv[argv.index("--screen") + 1]
+    if "--cursor" in argv:
+        cursor = int(argv[argv.index("--cursor") + 1])
     if "--layout" in argv:
         layout = Claude(argv[argv.index("--mode") + 1])
     saved = termios.tcgetattr(0)
@@ -105,7 +109,7 @@ def main(argv):
     try:
         if bracketed:
             os.write(1, b"\x1b[?2004h")
-        stamp = show(screen, None) if screen else None
+        stamp = show(screen, None, cursor) if screen else None
         if layout:
             layout.poll()
             layout.draw()
@@ -120,7 +124,7 @@ def main(argv):
                     if layout:
                         layout.feed(data)
                 if screen:
-                    stamp = show(screen, stamp)
+                    stamp = show(screen, stamp, cursor)
                 if layout:
                     layout.poll()
     finally:

@@ -196,7 +196,7 @@ class Tmux:
                  *(["-n", window] if window else []), command)
 
     def agent(self, session, window=None, bracketed=False, screen=None, target=None,
-              layout=None, mode="idle", wrap="{}"):
+              layout=None, mode="idle", wrap="{}", cursor=None):
         """Start a stand-in agent in a new window; wait until it is ready.
 
         LAYOUT "claude" draws Claude Code's screen, in MODE (agent.set_mode
@@ -211,6 +211,8 @@ class Tmux:
             command += " --bracketed"
         if screen:
             command += f" --screen {screen}"
+        if cursor is not None:
+            command += f" --cursor {cursor}"
         if layout:
             with open(mode_file, "w") as f:
                 f.write(mode)

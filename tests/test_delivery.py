@@ -239,3 +239,26 @@ def test_detached_daemon_leaves_the_working_directory_and_keeps_its_state(run, h
     assert os.readlink(f"/proc/{pid}/cwd") == "/"
     status = run("orch-sched", "status", "--json")     # the absolute ORCH_HOME
     assert status.returncode == 0 and json.loads(status.stdout)["pid"] == pid
+
+
+def test_one_pane_is_one_lock_however_the_socket_is_spelled(tmux, run, tmp_path, monkeypatch):
+    # Another runner holds the pane's lock, reaching the server through a symlink.
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+    from orch import deliver, locks
+    agent = tmux.agent("spell", "w")
+    link = tmp_path / "link"
+    link.symlink_to(os.path.dirname(tmux.socket))
+    other = str(link / os.path.basename(tmux.socket))
+    pane = tmux("list-panes", "-t", "=spell:=w", "-F", "#{pane_id}").strip()
+    fd = locks.open_lock(deliver.pane_lock_name(other, pane))
+    assert locks.acquire(fd, blocking=False)
+    try:
+        task_id = add(run, agent.target, "only once at a time")
+        run_pass(run)
+        # This runner's spelling differs, the pane does not: it leaves the pane alone.
+        assert agent.received() == b"" and show(run, task_id)["status"] == "pending"
+    finally:
+        os.close(fd)
+    run_pass(run)
+    assert agent.wait_received(b"only once at a time\r") == b"only once at a time\r"

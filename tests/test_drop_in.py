@@ -142,3 +142,21 @@ def test_an_unwritable_note_file_is_one_warning_and_the_check_in_stands(run, tmp
     assert r.stderr.startswith("orch-sched: warning: p:0: tmux server not running")
     assert len(tasks(run)) == 1
 
+
+
+def test_a_note_with_a_control_character_exits_65_and_stores_nothing(run):
+    r = script("1", "hi\x1b[Z", "p:0")
+    assert r.returncode == 65 and "control character, ESC (U+001B)" in r.stderr
+    assert tasks(run) == []
+
+
+def test_a_missing_target_is_warned_of_and_still_stored(tmux, run):
+    tmux.agent("real", "w")
+    r = script("1", "x", "nosuch:0", env={"ORCH_NO_AUTOSTART": "1"})
+    assert r.returncode == 0
+    assert r.stderr.splitlines() == [
+        "orch-sched: warning: nosuch:0: can't find session: nosuch (the check-in is stored and "
+        "will be tried when due)"]
+    assert [t["target"] for t in tasks(run)] == ["nosuch:0"]
+    ok = script("1", "x", "real:w", env={"ORCH_NO_AUTOSTART": "1"})
+    assert ok.returncode == 0 and ok.stderr == ""

@@ -340,3 +340,48 @@ def test_ctrl_c_stops_a_foreground_daemon_with_130(run, tmux):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130 and out == "" and err == ""
+
+
+CONTROL = [("\x01", "U+0001"), ("\x1b[201~", "ESC (U+001B)"), ("\r", "CR (U+000D)"),
+           ("\x7f", "DEL (U+007F)"), ("\x85", "U+0085"), ("\x9b", "CSI (U+009B)"),
+           ("\x00", "NUL (U+0000)"), ("\x0b", "VT (U+000B)")]
+
+
+@pytest.mark.parametrize("char,name", CONTROL, ids=[n for _, n in CONTROL])
+def test_notes_with_control_characters_are_refused_and_nothing_is_stored(run, char, name):
+    note = "ok\tso far" + char + "then"
+    as_words = [] if char == "\x00" else [["add", "p:0", note]]  # no NUL in an argument
+    for args, stdin in [*[(a, "") for a in as_words], (["add", "p:0", "-"], note.encode())]:
+        r = run("orch-sched", *args, stdin=stdin)
+        err = r.stderr if isinstance(r.stderr, str) else r.stderr.decode()
+        assert r.returncode == 65, args
+        assert err.count("\n") == 1
+        assert f"control character, {name}, at character 10" in err
+    assert tasks_json(run, "--all") == []
+    # Updating a check-in by its key is refused the same way and keeps the old note.
+    add(run, "--key", "k", "p:0", "first")
+    r = run("orch-sched", "add", "--key", "k", "p:0", "-", stdin=note.encode())
+    assert r.returncode == 65
+    [task] = tasks_json(run)
+    assert task["note"] == "first"
+
+
+def test_newlines_and_tabs_are_text(run):
+    add(run, "p:0", "-", stdin="line one\n\tindented\nline three\n")
+    [task] = tasks_json(run)
+    assert task["note"] == "line one\n\tindented\nline three"
+
+
+def test_missing_target_warnings_name_what_is_missing(run, tmux):
+    tmux.agent("here", "w")
+    cases = [("here:w", None), ("here", None), ("gone:w", "can't find session: gone"),
+             ("here:nope", "can't find window: nope"), ("here:w.7", "can't find pane: 7")]
+    for target, missing in cases:
+        r = run("orch-sched", "add", target, "x")
+        assert r.returncode == 0 and r.stdout.strip().isdigit()
+        if missing is None:
+            assert r.stderr == "", target
+        else:
+            assert r.stderr == (f"orch-sched: warning: {target}: {missing} (the check-in is "
+                                "stored and will be tried when due)\n")
+    assert len(tasks_json(run)) == len(cases)

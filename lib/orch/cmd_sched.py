@@ -207,17 +207,22 @@ def cmd_status(args):
     pending = conn.execute("SELECT COUNT(*) FROM tasks WHERE status IN ('pending', 'running')"
                            ).fetchone()[0]
     late = tasks.overdue(conn)
-    healthy = not late and (holder is not None or pending == 0)
+    waits = tasks.waiting(conn)
+    healthy = not late and not waits and (holder is not None or pending == 0)
     if args["--json"]:
         cli.print_json({"daemon": holder is not None, "pid": holder and holder["pid"],
                         "last_pass": clock.iso(float(last)) if last else None,
-                        "pending": pending, "overdue": len(late), "healthy": healthy})
+                        "pending": pending, "overdue": len(late), "waiting": len(waits),
+                        "healthy": healthy})
     else:
         print("daemon: " + (f"running, pid {holder['pid']}" if holder else "not running"))
         print(f"last pass: {clock.local(float(last)) if last else 'never'}")
         print(f"pending: {pending}")
         print(f"overdue: {len(late)}" + (f" ({', '.join(str(t['id']) for t in late)})"
                                          if late else ""))
+        print(f"waiting: {len(waits)}" + "".join(
+            f"\n  {t['id']} {cli.visible(t['target'])}: {cli.visible(t['reason'] or '')}"
+            for t in waits))
     return 0 if healthy else NO
 
 

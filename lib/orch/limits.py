@@ -67,7 +67,8 @@ _RELATIVE = re.compile(
     _RESET_WORDS + r"\s+in\s+(?P<rel>\d+\s*(?:d|h|m|s)[a-z]*(?:[\s,]*(?:and\s+)?\d+\s*(?:d|h|m|s)"
     r"[a-z]*)*)\b", re.IGNORECASE)
 _ISO = re.compile(
-    _RESET_WORDS + r"(?:\s+(?:at|on))?\s+(?P<iso>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)"
+    _RESET_WORDS + r"(?:\s+(?:at|on))?\s+"
+    r"(?P<iso>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)"
     r"\s*(?P<isotz>Z|UTC|[+-]\d{2}:?\d{2})?(?:\s*\((?P<tz>[^()\s]+)\))?", re.IGNORECASE)
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _RESET = re.compile(

@@ -61,8 +61,9 @@ GENERIC_DIALOG = _any(
 )
 # A numbered menu with its selection marker on one option (`❯ 1. Yes`, `● 2. No`):
 # a dialog when another numbered option stands next to it (see _choices).
-_SELECTED = re.compile(r"\s*[│┃]?\s*[❯›>●▶→]\s*\d{1,2}\.\s+\S")
-_OPTION = re.compile(r"\s*[│┃]?\s*(?:[❯›>●▶→]\s*)?\d{1,2}\.\s+\S")
+# (One run of blanks per gap: two adjacent \s* backtrack quadratically on a padded line.)
+_SELECTED = re.compile(r"\s*(?:[│┃]\s*)?[❯›>●▶→]\s*\d{1,2}\.\s+\S")
+_OPTION = re.compile(r"\s*(?:[│┃]\s*)?(?:[❯›>●▶→]\s*)?\d{1,2}\.\s+\S")
 
 GENERIC_BUSY = _any(
     r"\besc to interrupt\b",
@@ -224,21 +225,23 @@ def _input(lines, live):
     block, its text without placeholders), or None."""
     if not live:
         return None
+    last = live[-1]
+    under = [0] * (last + 1)  # under[i]: the non-blank lines below line i
+    for i in range(last - 1, -1, -1):
+        under[i] = under[i + 1] + bool(lines[i + 1].strip())
     best = None
     for layout in LAYOUTS:
-        got = _input_of(layout, lines, live[-1])
-        if got is not None and (best is None or got[1] > best[1]):
+        got = _input_of(layout, lines, last, under)
+        if got is not None and (best is None or got[0] > best[1]):
             best = (layout, *got)
     return best
 
 
-def _input_of(layout, lines, last):
-    under = 0  # non-blank lines under line i
+def _input_of(layout, lines, last, under):
     for i in range(last, -1, -1):
-        if under > layout.below + MAX_DRAFT_LINES:
+        if under[i] > layout.below + MAX_DRAFT_LINES:
             return None
         m = layout.input.fullmatch(lines[i])
-        under += bool(lines[i].strip())
         if m is None:
             continue
         if layout.framed and not (i > 0 and _RULE.match(lines[i - 1])):
@@ -246,16 +249,16 @@ def _input_of(layout, lines, last):
         texts = [m.group("text") or ""]
         end = i
         if layout.framed:
-            end = next((j for j in range(i + 1, min(len(lines), i + 60)) if _RULE.match(lines[j])),
+            end = next((j for j in range(i + 1, min(last + 1, i + 60)) if _RULE.match(lines[j])),
                        None)
             if end is None:
                 continue
             texts += lines[i + 1:end]
         elif layout.continuation is not None:
-            while end + 1 <= last and (c := layout.continuation.fullmatch(lines[end + 1])):
+            while end < last and (c := layout.continuation.fullmatch(lines[end + 1])):
                 texts.append(c.group("text") or "")
                 end += 1
-        if sum(1 for j in range(end + 1, last + 1) if lines[j].strip()) > layout.below:
+        if under[end] > layout.below:
             continue
         text = "\n".join(t.strip() for t in texts).strip()
         if text in layout.placeholders:
@@ -282,17 +285,29 @@ def _echo(lines, start, layout):
 
 def _dialog(lines, region, layouts):
     """The line in REGION that best shows an open dialog, tidied, or None."""
-    patterns = GENERIC_DIALOG + tuple(p for layout in layouts for p in layout.dialog)
+    markers = _markers(layouts)
     region = list(region)
     # A footer ("Enter to confirm · Esc to cancel") says more than the options above it.
     for i in reversed(region):
-        if any(p.search(lines[i]) for p in patterns):
+        if markers.search(lines[i]):
             return _tidy(lines[i])
     options = [i for i in region if _OPTION.match(lines[i])]
     for i in region:
         if _SELECTED.match(lines[i]) and any(j != i and abs(j - i) <= 3 for j in options):
             return _tidy(lines[i])
     return None
+
+
+_MARKERS = {}
+
+
+def _markers(layouts):
+    """The dialog markers of LAYOUTS and every program, as one pattern (one search a line)."""
+    key = tuple(layout.name for layout in layouts)
+    if key not in _MARKERS:
+        patterns = GENERIC_DIALOG + tuple(p for layout in layouts for p in layout.dialog)
+        _MARKERS[key] = re.compile("|".join(f"(?:{p.pattern})" for p in patterns))
+    return _MARKERS[key]
 
 
 def _tidy(line):
