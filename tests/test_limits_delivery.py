@@ -199,3 +199,45 @@ def test_check_reports_what_the_detector_sees(tmux, run, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["state"] == "ready"
     r = run("orch-sched", "check", "chk:nosuch")
     assert r.returncode == 69 and "error" in r.stderr
+
+
+def test_todays_wordings_hold_the_account_until_their_reset(tmux, run, tmp_path):
+    # 20:00 UTC is 15:00 in New York: "resets 10pm" there is 03:00 UTC; hold until 2 min later.
+    credits, _ = agent_with_screen(tmux, tmp_path, "cred",
+                                   sample("v3-out-of-credits-newyork.txt"))
+    warned, _ = agent_with_screen(tmux, tmp_path, "warn",
+                                  sample("v3-warn-lead-next-line-tbilisi.txt"))
+    add(run, "--account", "a", credits.target, "for credits")
+    add(run, "--account", "b", warned.target, "for tbilisi")
+    run_pass(run, T0)
+    until = {a["account"]: (a["until"], a["kind"]) for a in limits_json(run, T0)}
+    assert until == {"a": ("2026-11-26T03:02:00Z", "credits"),
+                     "b": ("2026-11-26T11:02:00Z", "five-hour")}
+    assert credits.received() == b"" and warned.received() == b""
+
+
+def test_a_notice_without_a_reset_holds_with_backoff_and_needs_attention(tmux, run, tmp_path):
+    org, _ = agent_with_screen(tmux, tmp_path, "org", sample("v3-org-out-of-usage.txt"))
+    task_id = add(run, "--account", "acme", org.target, "are you there?")
+    run_pass(run, T0)
+    [account] = limits_json(run, T0)
+    assert (account["account"], account["kind"], account["reset"]) == ("acme", "org", None)
+    assert account["until"] == "2026-11-25T20:05:00Z"      # 5 minutes, doubling after
+    assert show(run, task_id)["status"] == "pending" and org.received() == b""
+    assert "no reset time shown" in show(run, task_id)["reason"]
+    r = run("orch-dash", "--json", env=at(T0 + MIN))
+    assert r.returncode == 1
+    [reason] = [a for a in json.loads(r.stdout)["attention"] if a["kind"] == "limit"]
+    assert reason["text"].startswith("account acme is held at a usage limit with no reset time")
+
+
+def test_a_resume_note_that_cannot_be_typed_falls_back_to_the_default(tmux, run, tmp_path,
+                                                                       monkeypatch):
+    limited, screen = agent_with_screen(tmux, tmp_path, "res", LIMIT)
+    add(run, "--account", "r", limited.target, "held one")
+    run_pass(run, T0)
+    screen.set(limited, PROMPT)
+    monkeypatch.setenv("ORCH_RESUME_NOTE", "carry on\x1b[Z")    # Shift-Tab, were it typed
+    run_pass(run, T0 + 63 * MIN)
+    note = b"Usage limit has reset. Please continue where you left off.\r"
+    assert limited.wait_received(note + b"held one\r") == note + b"held one\r"

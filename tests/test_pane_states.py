@@ -184,6 +184,17 @@ def test_limits_come_before_dialogs_and_shells_before_everything():
     assert state(screen("claude-idle.txt"), foreground=agent, allowed={"node"}) == "ready"
 
 
+def test_over_ssh_the_screen_tells_a_shell():
+    ssh = Foreground("ssh", False, ())
+    for prompt in ("dev@build-01:~/src/app$ ", "[dev@build-01 app]$", "root@box:/# ",
+                   "bash-5.2$ "):
+        assert state(f"Last login: Mon\n{prompt}\n", foreground=ssh) == "shell", prompt
+    assert state(screen("claude-idle.txt"), foreground=ssh) == "ready"
+    # A local program's screen is not read for a prompt: its process says what it is.
+    assert state("dev@build-01:~/src/app$ \n", foreground=Foreground("node", False, ())) \
+        == "unknown"
+
+
 def test_a_limit_sample_marked_ok_is_neither_limited_nor_transient():
     samples = Path(__file__).parent / "data" / "usage-limit"
     oks = [p for p in samples.glob("*.txt") if p.read_text().startswith("expect: ok")]

@@ -448,6 +448,8 @@ def resume_due(conn, capture, now=None):
         waiting = conn.execute("SELECT * FROM limited_panes WHERE account = ? AND "
                                "state = 'waiting' ORDER BY target", (name,)).fetchall()
         note = account["resume_note"] or os.environ.get("ORCH_RESUME_NOTE") or RESUME_NOTE
+        if not note.strip() or tasks.note_problem(note):
+            note = RESUME_NOTE  # an ORCH_RESUME_NOTE that could not be typed (add refuses it)
         stagger = 0
         for pane in waiting:
             try:

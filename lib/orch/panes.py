@@ -65,6 +65,12 @@ GENERIC_DIALOG = _any(
 _SELECTED = re.compile(r"\s*(?:[│┃]\s*)?[❯›>●▶→]\s*\d{1,2}\.\s+\S")
 _OPTION = re.compile(r"\s*(?:[│┃]\s*)?(?:[❯›>●▶→]\s*)?\d{1,2}\.\s+\S")
 
+# A program that shows another machine's terminal: what runs there is read from the screen,
+# and a shell prompt on its last line means a shell.
+REMOTE = frozenset({"ssh", "mosh-client", "et", "telnet", "autossh"})
+SHELL_PROMPT = re.compile(
+    r"(?:\[?[\w.-]+@[\w.-]+(?:[: ][^\s]*)?\]?|(?:ba|z|k)?sh-[\d.]+)\s?[$#%>] ?")
+
 GENERIC_BUSY = _any(
     r"\besc to interrupt\b",
     r"\(esc to cancel, \d+[smh]",
@@ -176,6 +182,11 @@ def classify(screen, now, foreground=None, allowed=None, cursor=None, local_tz=N
         if allowed and foreground.command not in allowed:
             return PaneState("shell", f"the pane runs {foreground.command}, "
                              "not one of ORCH_AGENT_COMMANDS", None, None)
+        if foreground.command in REMOTE:
+            last = next((line for line in reversed(screen.split("\n")) if line.strip()), "")
+            if SHELL_PROMPT.fullmatch(last.rstrip(" ")):
+                return PaneState("shell", f"{foreground.command} shows a shell prompt: "
+                                 f"{_tidy(last)}", None, None)
     seen = limits.detect(screen, now, local_tz)
     if seen.state in ("limited", "transient"):
         return PaneState(seen.state, seen.line or "rate-limit options menu", None, seen)
