@@ -39,6 +39,13 @@ TYPABLE = ("ready", "unknown")
 
 _RULE = re.compile(r"\s*[─━]{8,}\s*$")
 
+# One program's screen.  input: its input line, a pattern whose group `text` is what the line
+# holds; framed: the input sits between two rules; below: how many non-blank lines (footer,
+# popups) may follow the input block; continuation: the further lines of a draft, if the
+# program indents them; placeholders: what an empty input shows; echo: a submitted prompt
+# stays in the history with the input's marker (so, right above the input with nothing
+# after it, the turn has begun); repl: a line-oriented prompt, where the terminal's cursor is
+# the input point; busy, dialog: the program's own markers, besides the generic ones.
 Layout = namedtuple("Layout", "name input framed below continuation placeholders echo repl "
                                "busy dialog")
 
@@ -60,7 +67,7 @@ GENERIC_DIALOG = _any(
     r"\bYes, allow (?:once|always)\b|\bYes, and don't ask again\b",
 )
 # A numbered menu with its selection marker on one option (`❯ 1. Yes`, `● 2. No`):
-# a dialog when another numbered option stands next to it (see _choices).
+# a dialog when another numbered option stands next to it (see _dialog).
 # (One run of blanks per gap: two adjacent \s* backtrack quadratically on a padded line.)
 _SELECTED = re.compile(r"\s*(?:[│┃]\s*)?[❯›>●▶→]\s*\d{1,2}\.\s+\S")
 _OPTION = re.compile(r"\s*(?:[│┃]\s*)?(?:[❯›>●▶→]\s*)?\d{1,2}\.\s+\S")
@@ -95,11 +102,7 @@ LAYOUTS = (
         "codex",
         input=re.compile(r"› ?(?P<text>.*)$"),
         framed=False, below=12, continuation=re.compile(r"  (?P<text>\S.*)"),
-        placeholders=("Ask Codex to do anything", "Explain this codebase",
-                      "Summarize recent commits", "Implement {feature}",
-                      "Find and fix a bug in @filename", "Write tests for @filename",
-                      "Improve documentation in @filename", "Run /review on my current changes",
-                      "Use /skills to list available skills"),
+        placeholders=("Ask Codex to do anything",),
         echo=True, repl=False,
         busy=_any(r"^\s*\S?\s*Working \(\d+[smh]"),
         dialog=_any(r"\bWould you like to (?:run|make|apply)\b"),
