@@ -58,7 +58,7 @@ def _any(*patterns):
 GENERIC_DIALOG = _any(
     r"\b[Ee]nter(?:/\S+)? to (?:confirm|select|continue|set\b|choose|accept|proceed|apply|save"
     r"|view)",
-    r"\b[Ee]sc(?:ape)? to (?:cancel|close|go back|exit|dismiss|clear)\b(?!,\s*\d)",
+    r"\b[Ee]sc(?:ape)? to (?:cancel|close|go back|exit|dismiss)\b(?!,\s*\d)",
     r"\b[Pp]ress [Ee]nter to\b|\(Use Enter to select\)",
     r"\benter (?:select|continue)\b|\besc back\b|↑/↓ to (?:navigate|select)|(?:^|\s)↓ to select\b",
     r"\([Yy]\)es/\([Nn]\)o|\[[Yy]/[Nn]\]|\([Yy]/[Nn]\)|\[[Yy]es/[Nn]o\]",
