@@ -385,3 +385,22 @@ def test_missing_target_warnings_name_what_is_missing(run, tmux):
             assert r.stderr == (f"orch-sched: warning: {target}: {missing} (the check-in is "
                                 "stored and will be tried when due)\n")
     assert len(tasks_json(run)) == len(cases)
+
+
+def test_add_stores_the_check_in_whatever_tmux_does(run, tmp_path):
+    interpreter_dir = os.path.dirname(os.path.realpath(sys.executable))
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    tmux = fake / "tmux"
+    cases = [("", "tmux is not installed"),            # no tmux on PATH at all
+             ("#!/bin/sh\necho 'lost server' >&2; exit 1\n", "lost server"),
+             (f"#!/bin/sh\nexec {shutil.which('sleep')} 60\n", "tmux did not answer within 5 s")]
+    for n, (script, warning) in enumerate(cases):
+        if script:
+            tmux.write_text(script)
+            tmux.chmod(0o755)
+        r = run(shutil.which("orch-sched"), "add", "p:0", f"note {n}",
+                env={"PATH": f"{fake}:{interpreter_dir}"})
+        assert r.returncode == 0 and r.stdout.strip().isdigit(), r.stderr
+        assert r.stderr.count("\n") == 1 and warning in r.stderr, r.stderr
+    assert [t["note"] for t in tasks_json(run)] == ["note 0", "note 1", "note 2"]

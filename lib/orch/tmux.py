@@ -17,6 +17,8 @@ Rules:
 import itertools
 import os
 import re
+import signal
+import time
 
 from . import paths
 from .errors import DATAERR, UNAVAILABLE, OrchError
@@ -25,6 +27,7 @@ from .errors import DATAERR, UNAVAILABLE, OrchError
 _TARGET = re.compile(r"(?P<session>[^:.]+)(?::(?P<window>[^:.]*)(?:\.(?P<pane>\d+))?)?")
 _PANE_ID = re.compile(r"%\d+")
 _buffer_numbers = itertools.count(1)  # next() is atomic under the GIL
+LOOKUP_TIMEOUT_S = 5.0  # how long `add` waits for tmux to say whether its target exists
 
 
 class Missing(Exception):
@@ -180,11 +183,17 @@ class Lookup:
             os.close(out_w)
             os.close(err_w)
 
-    def result(self, targets):
-        """{target: Pane or Missing}, as resolve_all() gives it."""
+    def result(self, targets, timeout=LOOKUP_TIMEOUT_S):
+        """{target: Pane or Missing}, as resolve_all() gives it; a tmux that has
+        not answered within TIMEOUT seconds is ended and counts as Missing."""
         if self.pid is None:
             return {t: self.failed for t in targets}
-        out, err = _read_all(self.out), _read_all(self.err)
+        got = _read_all({self.out: [], self.err: []}, time.monotonic() + timeout)
+        if got is None:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            return {t: Missing(f"tmux did not answer within {timeout:g} s") for t in targets}
+        out, err = got[self.out], got[self.err]
         _, status = os.waitpid(self.pid, 0)
         if status != 0:
             reason = err.decode(errors="replace").strip().splitlines()
@@ -195,12 +204,27 @@ class Lookup:
         return _resolved(out, targets)
 
 
-def _read_all(fd):
-    chunks = []
-    with os.fdopen(fd, "rb") as f:
-        while chunk := f.read(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+def _read_all(chunks, deadline):
+    """Read every fd of CHUNKS ({fd: []}) to its end -> {fd: bytes}, or None
+    at DEADLINE (time.monotonic()).  The fds are closed either way."""
+    import select
+    try:
+        left = list(chunks)
+        while left:
+            wait = deadline - time.monotonic()
+            ready = select.select(left, [], [], max(wait, 0))[0] if wait > 0 else []
+            if not ready:
+                return None
+            for fd in ready:
+                data = os.read(fd, 65536)
+                if data:
+                    chunks[fd].append(data)
+                else:
+                    left.remove(fd)
+        return {fd: b"".join(parts) for fd, parts in chunks.items()}
+    finally:
+        for fd in chunks:
+            os.close(fd)
 
 
 def _resolved(listing, targets):
