@@ -196,3 +196,49 @@ def test_a_stored_note_with_a_control_character_fails_and_is_never_typed(tmux, r
     assert task["status"] == "failed" and "ESC (U+001B), at character 3" in task["reason"]
     assert outcomes(run, task_id) == ["refused", "failed"]
     assert agent.received() == b""
+
+
+def test_a_shell_with_a_background_job_of_its_own_group_is_still_a_shell(tmux, run, tmp_path):
+    # Started before job control (from an rc file), the job shares the shell's group.
+    rc = tmp_path / "rc"
+    rc.write_text("sleep 600 &\nPS1='ready$ '\n")
+    target = shell_pane(tmux, "bg", f"bash --rcfile {rc} -i")
+    wait_until(lambda: "ready$" in tmux("capture-pane", "-p", "-t", "=bg:=w"), what="prompt")
+    task_id = add(run, target, f"touch {tmp_path / 'ran'}")
+    run_pass(run)
+    [attempt] = log(run, task_id)
+    assert attempt["outcome"] == "retry" and "at its prompt" in attempt["detail"]
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_shell_on_a_terminal_of_a_program_s_own_is_a_shell(tmux, run, tmp_path):
+    spawn = f"{sys.executable} -c 'import pty; pty.spawn([\"bash\", \"--norc\"])'"
+    target = shell_pane(tmux, "pty", spawn)
+    wait_until(lambda: "bash-" in tmux("capture-pane", "-p", "-t", "=pty:=w"), what="prompt")
+    r = run("orch-sched", "check", "--json", target)
+    assert r.returncode == 1 and json.loads(r.stdout)["state"] == "shell"
+
+
+def test_a_dead_pane_is_never_typed_into(tmux, run):
+    tmux.agent("live", "w")                 # the server, and a session to keep it up
+    tmux("set", "-g", "remain-on-exit", "on")
+    tmux("new-window", "-d", "-t", "=live:", "-n", "dead", "true")
+    wait_until(lambda: tmux("list-panes", "-t", "=live:=dead", "-F", "#{pane_dead}").strip()
+               == "1", what="the pane to die")
+    task_id = add(run, "live:dead", "into a dead pane")
+    run_pass(run)
+    [attempt] = log(run, task_id)
+    assert attempt["outcome"] == "retry" and "is dead" in attempt["detail"]
+    r = run("orch-sched", "check", "live:dead")
+    assert r.returncode == 69 and "is dead" in r.stderr
+    assert tmux("list-sessions", "-F", "#{session_name}").split() == ["live"]   # still up
+
+
+def test_cancel_ends_a_deferral(tmux, run):
+    agent = tmux.agent("cnc", "w", layout="claude", mode="busy")
+    task_id = add(run, agent.target, "never mind", t=T0)
+    run_pass(run, T0)
+    assert show(run, task_id)["deferred"] == "busy"
+    assert run("orch-sched", "cancel", str(task_id)).returncode == 0
+    task = show(run, task_id)
+    assert (task["status"], task["deferred"], task["deferred_since"]) == ("cancelled", None, None)

@@ -208,3 +208,48 @@ def test_states_are_the_documented_ones():
     assert STATES == ("shell", "limited", "transient", "dialog", "busy", "draft", "ready",
                       "unknown")
     assert os.path.exists(DATA / "README.md")
+
+
+def test_shell_modes_of_agents_are_never_empty_inputs():
+    # Claude Code's `!` and Gemini's `!` run what is typed as a shell command.
+    bang = claude().replace(f"❯{NBSP}\n", f"!{NBSP}\n")
+    got = classify(bang, NOW)
+    assert got.state == "draft" and got.evidence == "!"
+    gemini = screen("gemini-idle.txt").replace(
+        " >   Type your message or @path/to/file", " !   Type your shell command")
+    assert state(gemini) == "draft"
+
+
+def test_a_draft_taller_than_the_screen_is_a_draft():
+    words = [f"  word{i} and more words of a long draft" for i in range(80)]
+    scrolled = "\n".join(words + ["─" * 80, "  ? for shortcuts", ""])
+    assert state(scrolled) == "draft"
+    tall = claude().replace(f"❯{NBSP}\n", f"❯{NBSP}start of it\n" + "\n".join(words) + "\n")
+    assert state(tall) == "draft"
+
+
+def test_prose_above_the_input_is_not_a_status_line():
+    for prose in ("● If the build hangs you can press esc to interrupt it.",
+                  "  * Loading the config…", "  · Waiting for CI…"):
+        text = claude(prose, "", "● Done, it passes now.", "", "  Anything else?", "", "", "")
+        assert state(text) == "ready", prose
+
+
+def test_claude_transcript_and_history_search_are_dialogs():
+    transcript = claude(footer="  Showing detailed transcript · ctrl+o to toggle")
+    assert state(transcript) == "dialog"
+    search = claude(footer="  search prompts: ")
+    assert state(search) == "dialog"
+
+
+def test_over_ssh_an_unknown_screen_is_not_typed_into():
+    ssh = Foreground("ssh", False, ())
+    assert state("some remote program\n\n$ \n", foreground=ssh) == "shell"
+    assert state("some remote program\n\n$ \n") == "unknown"
+
+
+def test_padded_lines_take_linear_time():
+    # Patterns with two adjacent runs of blanks take quadratic time: this would not finish.
+    for line in (" " * 200_000 + "x", "│ >" + " " * 200_000 + "x", " >" + " " * 200_000 + "x",
+                 " " * 200_000 + "Working (3s", "─" * 200_000 + "x"):
+        assert classify(line + "\n", NOW).state in STATES

@@ -225,3 +225,23 @@ def test_prune_forgets_old_finished_tasks_only(tmux, run):
     assert r.returncode == 0
     assert run("orch-sched", "show", str(old)).returncode == 1
     assert show(run, pending)["status"] == "pending"
+
+
+def test_a_check_in_whose_runner_dies_every_time_fails_after_its_retries(tmux, run):
+    agent = tmux.agent("dies", "w")
+    task_id = add(run, "--retries", "2", agent.target, "kills its runner", env=at(T0))
+    claim = (f"import sys; sys.path.insert(0, {LIB!r})\n"
+             "from orch import store, tasks\n"
+             f"print(tasks.claim(store.connect(), {os.environ['ORCH_TMUX_SOCKET']!r}, "
+             f"{agent.target!r}, now=float(sys.argv[1])) is not None)\n")
+    # Each runner claims the occurrence and dies before it types (its lease then expires).
+    for n in range(3):
+        claimed = subprocess.run([sys.executable, "-c", claim, str(T0 + n * 61)],
+                                 capture_output=True, text=True)
+        assert claimed.returncode == 0 and claimed.stdout == "True\n", claimed.stderr
+    run_pass(run, T0 + 3 * 61)
+    t = show(run, task_id)
+    assert t["status"] == "failed"
+    assert t["reason"] == "gave up: the runner died 3 times while delivering it"
+    assert [a["outcome"] for a in t["log"]] == ["expired", "expired", "expired", "failed"]
+    assert agent.received() == b""

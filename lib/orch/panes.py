@@ -17,8 +17,14 @@ Rules:
 - A dialog replaces or covers the input box while it is open, and one
   answered earlier stays in the scrollback above the box: dialog markers count
   only below the input block, or anywhere in the bottom LIVE_LINES non-blank
-  lines when no input line is visible.  Busy markers count in those bottom
-  lines, above or below the input (Codex and Gemini draw them above).
+  lines when no input line is visible.  Busy markers count on the status
+  lines: the BUSY_ABOVE non-blank lines right above the input and everything
+  below it (Codex and Gemini draw them above, Claude Code below), or the
+  bottom lines when no input is visible; an agent's prose further up that
+  says "esc to interrupt" is not a status line.
+- An input line whose prompt says the program is in a mode of its own (Claude
+  Code's `!` shell mode, Gemini's `!`) is not empty whatever follows: what is
+  typed there runs as a shell command.
 - An input is empty when nothing follows its marker or the text is one of the
   layout's placeholders: capture-pane drops the dim style that tells a
   placeholder from typed text, so they are listed.
@@ -33,6 +39,7 @@ from collections import namedtuple
 from . import clock, limits
 
 LIVE_LINES = 15
+BUSY_ABOVE = 4
 MAX_DRAFT_LINES = 200  # how far above its footer a long draft may push an input line
 STATES = ("shell", "limited", "transient", "dialog", "busy", "draft", "ready", "unknown")
 TYPABLE = ("ready", "unknown")
@@ -46,6 +53,7 @@ _RULE = re.compile(r"\s*[─━]{8,}\s*$")
 # stays in the history with the input's marker (so, right above the input with nothing
 # after it, the turn has begun); repl: a line-oriented prompt, where the terminal's cursor is
 # the input point; busy, dialog: the program's own markers, besides the generic ones.
+# An input pattern's group `mode`, where it matched, is a prompt other than the usual one.
 Layout = namedtuple("Layout", "name input framed below continuation placeholders echo repl "
                                "busy dialog")
 
@@ -78,25 +86,28 @@ REMOTE = frozenset({"ssh", "mosh-client", "et", "telnet", "autossh"})
 SHELL_PROMPT = re.compile(
     r"(?:\[?[\w.-]+@[\w.-]+(?:[: ][^\s]*)?\]?|(?:ba|z|k)?sh-[\d.]+)\s?[$#%>] ?")
 
+# The status line's own forms (`  esc to interrupt`, `(5s · esc to interrupt)`), not prose.
 GENERIC_BUSY = _any(
-    r"\besc to interrupt\b",
+    r"(?:^\s*|[(·•]\s*)esc to interrupt\b",
     r"\(esc to cancel, \d+[smh]",
 )
 
 LAYOUTS = (
     Layout(
         "claude",
-        input=re.compile(r"❯(?:[\u00a0 ](?P<text>.*))?$"),
+        input=re.compile(r"(?:❯|(?P<mode>[!#]))(?:[\u00a0 ](?P<text>.*))?$"),
         framed=True, below=40, continuation=None,
         placeholders=("Press up to edit queued messages",), echo=True, repl=False,
-        busy=_any(r"^\s*[✢✳✶✻✽·*] \S.*…", r"^\s*[✢✳✶✻✽·*] .*\bRetrying in \d+s\b"),
-        dialog=_any(r"\bEnter to set as default\b", r"\bTab to amend\b"),
+        busy=_any(r"^[✢✳✶✻✽·*] \S.*…", r"^[✢✳✶✻✽·*] .*\bRetrying in \d+s\b"),
+        dialog=_any(r"\bEnter to set as default\b", r"\bTab to amend\b",
+                    r"\bShowing detailed transcript\b", r"\bctrl\+o to toggle\b",
+                    r"^\s*search prompts:"),
     ),
     Layout(
         "claude-box",  # Claude Code 1.x: the input in a rounded box
-        input=re.compile(r"│ >(?: (?P<text>.*?))? *│"),
+        input=re.compile(r"│ >(?: (?P<text>[^│]*[^│ ]))? *│"),
         framed=False, below=6, continuation=None, placeholders=(), echo=False, repl=False,
-        busy=_any(r"^\s*[✢✳✶✻✽·*] \S.*…"), dialog=(),
+        busy=_any(r"^[✢✳✶✻✽·*] \S.*…"), dialog=(),
     ),
     Layout(
         "codex",
@@ -104,14 +115,15 @@ LAYOUTS = (
         framed=False, below=12, continuation=re.compile(r"  (?P<text>\S.*)"),
         placeholders=("Ask Codex to do anything",),
         echo=True, repl=False,
-        busy=_any(r"^\s*\S?\s*Working \(\d+[smh]"),
+        busy=_any(r"^\s*(?:\S\s+)?Working \(\d+[smh]"),
         dialog=_any(r"\bWould you like to (?:run|make|apply)\b"),
     ),
     Layout(
         "gemini",
-        input=re.compile(r" >(?: +(?P<text>.*?))? *"),
+        input=re.compile(r" (?:>|(?P<mode>!))(?: +(?P<text>.*\S))? *"),
         framed=False, below=16, continuation=re.compile(r"   (?P<text>\S.*)"),
-        placeholders=("Type your message or @path/to/file",), echo=True, repl=False,
+        placeholders=("Type your message or @path/to/file", "Type your shell command"),
+        echo=True, repl=False,
         busy=_any(r"^\s*[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] \S"),
         dialog=_any(r"\bApply this change\?", r"\bAllow execution\b"),
     ),
@@ -206,11 +218,14 @@ def classify(screen, now, foreground=None, allowed=None, cursor=None, local_tz=N
     if dialog is not None:
         return PaneState("dialog", dialog, name, None)
     busy = GENERIC_BUSY + tuple(p for lay in ((layout,) if found else LAYOUTS) for p in lay.busy)
-    for i in live:
+    for i in _status_lines(lines, live, start, framed=found and layout.framed):
         for pattern in busy:
             if pattern.search(lines[i]):
                 return PaneState("busy", _tidy(lines[i]), name, None)
     if found is None:
+        if foreground is not None and foreground.command in REMOTE:
+            return PaneState("shell", f"{foreground.command} shows no agent's input line",
+                             None, None)
         return PaneState("unknown", None, None, None)
     echo = _echo(lines, start, layout)
     if echo is not None:
@@ -221,6 +236,19 @@ def classify(screen, now, foreground=None, allowed=None, cursor=None, local_tz=N
     if text:
         return PaneState("draft", _tidy(lines[start]), name, None)
     return PaneState("ready", _tidy(lines[start]), name, None)
+
+
+def _status_lines(lines, live, start, framed):
+    """Where busy markers count: the BUSY_ABOVE non-blank lines above the input
+    (above its top rule, if framed) and all below it; the bottom lines if no input."""
+    if start is None:
+        return live
+    above, i = [], start - 1 - bool(framed)
+    while i >= 0 and len(above) < BUSY_ABOVE:
+        if lines[i].strip():
+            above.append(i)
+        i -= 1
+    return above[::-1] + [j for j in range(start, len(lines)) if lines[j].strip()]
 
 
 def _live(lines):
@@ -261,10 +289,10 @@ def _input_of(layout, lines, last, under):
         if layout.framed and not (i > 0 and _RULE.match(lines[i - 1])):
             continue
         texts = [m.group("text") or ""]
+        mode = m.groupdict().get("mode")
         end = i
         if layout.framed:
-            end = next((j for j in range(i + 1, min(last + 1, i + 60)) if _RULE.match(lines[j])),
-                       None)
+            end = next((j for j in range(i + 1, last + 1) if _RULE.match(lines[j])), None)
             if end is None:
                 continue
             texts += lines[i + 1:end]
@@ -277,7 +305,26 @@ def _input_of(layout, lines, last, under):
         text = "\n".join(t.strip() for t in texts).strip()
         if text in layout.placeholders:
             text = ""
+        if mode:
+            text = f"{mode} {text}".rstrip()  # shell mode: never empty
         return i, end, text
+    if layout.framed:
+        return _tall_draft(layout, lines, last, under)
+    return None
+
+
+def _tall_draft(layout, lines, last, under):
+    """A framed input whose draft is taller than the screen: its top rule and
+    prompt have scrolled off, leaving only indented draft lines above the
+    bottom rule -> (first line, bottom rule, text) or None."""
+    rules = [j for j in range(last, -1, -1) if under[j] <= layout.below and _RULE.match(lines[j])]
+    if not rules:
+        return None
+    bottom = rules[0]
+    body = [line for line in lines[:bottom] if line.strip()]
+    if body and all(line.startswith("  ") and not _RULE.match(line) for line in body):
+        first = next(j for j in range(bottom) if lines[j].strip())
+        return first, bottom, "\n".join(line.strip() for line in body)
     return None
 
 

@@ -7,10 +7,14 @@ Rules:
 - Follow children down through wrappers: programs that wait on one child
   (env, nice, timeout, ...) and those that run it on a terminal of their own
   (script, sudo with use_pty, unbuffer), whose child is in another session.
-- A shell with a child in the foreground group of its terminal is a wrapper
-  too: `bash -c 'cd DIR && claude; exec bash'` waits on claude, which decides.
-  A shell with no such child is at its prompt: the pane runs a shell, and a
+- A shell waiting on a child in the foreground group of its terminal is a
+  wrapper too: `bash -c 'cd DIR && claude; exec bash'` waits on claude, which
+  decides.  A shell that is not waiting (its wchan is not do_wait) is at its
+  prompt, whatever it started in the background: the pane runs a shell, and a
   note typed there would run as a command.
+- Any program whose child is a shell at its prompt on a terminal of its own
+  (pty.spawn, expect, a terminal multiplexer's client) is a terminal wrapper:
+  the shell decides.
 - Without /proc, or when the walk loses a process that just ended, the pane's
   current command is all there is; ssh and the like are decided by the screen.
 """
@@ -54,10 +58,13 @@ def foreground(pane_pid, command):
             name = name.lstrip("-")
             kids = [k for k in _children(pid) if _alive(k)]
             if name in SHELLS:
-                # Its foreground child (no job control: same group), if any.
-                kids = [k for k in kids if _stat(k)[2] == fg]
+                # Its foreground child (no job control: same group), if it waits on one.
+                kids = [k for k in kids if _stat(k)[2] == fg] if _waiting(pid) else []
             elif name not in WRAPPERS:
-                return Foreground(name, False, tuple(via))
+                shell = next((k for k in kids if _own_terminal(k, pid) and _at_prompt(k)), None)
+                if shell is None:
+                    return Foreground(name, False, tuple(via))
+                kids = [shell]
             if not kids:
                 return Foreground(name, name in SHELLS, tuple(via))
             via.append(name)
@@ -75,6 +82,34 @@ def _stat(pid):
     name = data[data.index(b"(") + 1:close].decode(errors="replace")
     fields = data[close + 2:].split()
     return name, int(fields[1]), int(fields[2]), int(fields[5])
+
+
+def _waiting(pid):
+    """True if the shell PID waits on a child (wait4); without wchan, if it runs `-c`."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            wchan = f.read().strip()
+    except OSError:
+        wchan = "0"
+    if wchan != "0":
+        return wchan == "do_wait"
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return b"-c" in f.read().split(b"\0")[1:]
+
+
+def _own_terminal(pid, parent):
+    """True if PID leads a session of its own (a new terminal), apart from PARENT's."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    with open(f"/proc/{parent}/stat", "rb") as f:
+        theirs = f.read().rsplit(b")", 1)[1].split()
+    return fields[3] == str(pid).encode() and fields[4] != theirs[4]
+
+
+def _at_prompt(pid):
+    """True if PID is a shell with nothing in the foreground of its terminal but itself."""
+    name, _, pgrp, fg = _stat(pid)
+    return is_shell(name) and fg == pgrp and not _waiting(pid)
 
 
 def _children(pid):

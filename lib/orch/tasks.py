@@ -180,7 +180,8 @@ def cancel(conn, ids):
     with store.tx(conn):
         for task_id in ids:
             cur = conn.execute("UPDATE tasks SET status = 'cancelled', lease_until = NULL, "
-                               "updated = ? WHERE id = ? AND status IN ('pending', 'running')",
+                               "deferred = NULL, deferred_since = NULL, updated = ? "
+                               "WHERE id = ? AND status IN ('pending', 'running')",
                                (now, task_id))
             if cur.rowcount == 0:
                 refused.append(task_id)
@@ -268,11 +269,19 @@ def claim(conn, server, targets, now=None, lease=LEASE_S):
             if task is None:
                 return None
             if task["status"] == "running":
-                # Its runner died (or hung) after claiming: count that attempt, then retry.
+                # Its runner died (or hung) after claiming: count that attempt, then retry,
+                # unless the retries are used up (a note that kills its runner stops here).
                 _log(conn, task, now, None, "expired",
                      "lease expired: the runner that claimed it did not finish")
                 conn.execute("UPDATE tasks SET attempts = attempts + 1 WHERE id = ?",
                              (task["id"],))
+                if task["attempts"] + 1 > task["retries"]:
+                    deaths = conn.execute(
+                        "SELECT COUNT(*) FROM attempts WHERE task_id = ? AND due = ? AND "
+                        "outcome = 'expired'", (task["id"], task["due"])).fetchone()[0]
+                    _give_up(conn, get(conn, task["id"]), now, None,
+                             f"gave up: the runner died {deaths} times while delivering it")
+                    continue
             action = plan(task, now)
             if action == "miss":
                 _missed(conn, task, now)
@@ -332,20 +341,27 @@ def finish(conn, task, outcome, detail=None, pane=None, now=None):
                          "reason = NULL, updated = ? WHERE id = ?", (tries, now, task["id"]))
             return "done"
         if outcome == "refused" or tries > current["retries"]:
-            reason = detail if outcome == "refused" else f"gave up after {tries} attempts: {detail}"
-            if current["every_s"] and outcome != "refused":
-                _log(conn, current, now, pane, "failed", reason)
-                _advance(conn, current, now)
-                return "pending"
-            conn.execute("UPDATE tasks SET status = 'failed', attempts = ?, lease_until = NULL, "
-                         "reason = ?, updated = ? WHERE id = ?", (tries, reason, now, task["id"]))
-            _log(conn, current, now, pane, "failed", reason)
-            return "failed"
+            conn.execute("UPDATE tasks SET attempts = ? WHERE id = ?", (tries, task["id"]))
+            if outcome == "refused":
+                return _give_up(conn, current, now, pane, detail, whole_task=True)
+            return _give_up(conn, current, now, pane, f"gave up after {tries} attempts: {detail}")
         delay = min(RETRY_BASE_S * 2 ** (tries - 1), RETRY_CAP_S)
         conn.execute("UPDATE tasks SET status = 'pending', attempts = ?, not_before = ?, "
                      "lease_until = NULL, reason = ?, updated = ? WHERE id = ?",
                      (tries, now + delay, detail, now, task["id"]))
         return "pending"
+
+
+def _give_up(conn, task, now, pane, reason, whole_task=False):
+    """TASK's occurrence failed for good: a recurring task waits for its next one
+    (unless WHOLE_TASK), a one-shot task is failed.  Returns the status left."""
+    _log(conn, task, now, pane, "failed", reason)
+    if task["every_s"] and not whole_task:
+        _advance(conn, task, now)
+        return "pending"
+    conn.execute("UPDATE tasks SET status = 'failed', lease_until = NULL, reason = ?, "
+                 "updated = ? WHERE id = ?", (reason, now, task["id"]))
+    return "failed"
 
 
 def hold(conn, task, until, detail, pane=None, now=None):

@@ -8,6 +8,8 @@ Rules:
   `=NAME` (which still accepts an index), through list-panes, which fails on
   a missing target (display-message silently falls back to another pane).
   A pane is then addressed by its id (%N) only.
+- A dead pane (remain-on-exit kept it after its program exited) is missing:
+  nothing is ever pasted into one (tmux 3.3 crashes on that).
 - Text is never a send-keys argument and never passes a shell: it is loaded
   into a uniquely named buffer from stdin and pasted with -p (bracketed where
   the application asked for it) and -d (deleted after).  Enter is a separate
@@ -112,7 +114,7 @@ def _pid(text):
 
 
 _FORMAT = ("#{pane_index}\t#{pane_id}\t#{pane_active}\t#{pane_current_command}\t#{pane_in_mode}"
-           "\t#{pane_pid}\t#{cursor_y}")
+           "\t#{pane_pid}\t#{cursor_y}\t#{pane_dead}")
 
 
 def resolve(server, target):
@@ -133,15 +135,17 @@ def resolve(server, target):
             return index == pane if pane is not None else active == "1"
     listing = run(server, "list-panes", "-t", window, "-F", _FORMAT).decode()
     for line in listing.splitlines():
-        index, pane_id, active, command, in_mode, pid, _ = line.split("\t")
+        index, pane_id, active, command, in_mode, pid, _, dead = line.split("\t")
         if wanted(index, pane_id, active):
+            if dead == "1":
+                raise Missing(dead_pane(pane_id))
             return Pane(pane_id, command, in_mode == "1", pid=_pid(pid))
     raise Missing(f"can't find pane: {target}")
 
 
 _ALL_FORMAT = ("#{session_name}\t#{window_index}\t#{window_name}\t#{window_active}\t"
                "#{pane_index}\t#{pane_id}\t#{pane_active}\t#{pane_current_command}\t"
-               "#{pane_in_mode}\t#{pane_pid}")
+               "#{pane_in_mode}\t#{pane_pid}\t#{pane_dead}")
 
 
 def resolve_all(server, targets):
@@ -230,7 +234,7 @@ def _read_all(chunks, deadline):
 def _resolved(listing, targets):
     listing = listing.decode(errors="replace")
     panes = [line.split("\t") for line in listing.splitlines()]
-    panes = [p for p in panes if len(p) == 10]
+    panes = [p for p in panes if len(p) == 11]
     result = {}
     for target in targets:
         result[target] = _match(target, panes)
@@ -266,7 +270,13 @@ def _match(target, panes):
 
 
 def _pane(row):
+    if row[10] == "1":
+        return Missing(dead_pane(row[5]))
     return Pane(row[5], row[7], row[8] == "1", pid=_pid(row[9]))
+
+
+def dead_pane(pane_id):
+    return f"pane {pane_id} is dead (its program has exited)"
 
 
 def inspect(server, pane_id):
@@ -277,8 +287,10 @@ def inspect(server, pane_id):
               "capture-pane", "-p", "-t", pane_id).decode(errors="replace")
     listing, _, screen = out.partition(token + "\n")
     for line in listing.splitlines():
-        index, found, active, command, in_mode, pid, cursor = line.split("\t")
+        index, found, active, command, in_mode, pid, cursor, dead = line.split("\t")
         if found == pane_id:
+            if dead == "1":
+                raise Missing(dead_pane(pane_id))
             return Pane(pane_id, command, in_mode == "1", screen, _pid(pid), _pid(cursor))
     raise Missing(f"can't find pane: {pane_id}")
 
@@ -316,7 +328,7 @@ def capture_all(server, panes):
     for pane in panes:
         commands += [["display-message", "-p", "-t", pane.id,
                       # (the format goes through strftime: no literal '%' in it)
-                      f"{token}\t#{{pane_id}}\t#{{pane_pid}}\t#{{cursor_y}}\t"
+                      f"{token}\t#{{pane_id}}\t#{{pane_pid}}\t#{{cursor_y}}\t#{{pane_dead}}\t"
                       "#{pane_current_command}\t#{pane_in_mode}"],
                      ["capture-pane", "-p", "-t", pane.id]]
     try:
@@ -330,8 +342,10 @@ def capture_all(server, panes):
         pane_id, _, rest = head.partition("\t")
         pid, _, rest = rest.partition("\t")
         cursor, _, rest = rest.partition("\t")
+        dead, _, rest = rest.partition("\t")
         command, _, in_mode = rest.rpartition("\t")
-        seen[pane_id] = (command, in_mode == "1", screen, _pid(pid), _pid(cursor))
+        if dead != "1":  # a dead pane counts as gone
+            seen[pane_id] = (command, in_mode == "1", screen, _pid(pid), _pid(cursor))
     if any(p.id not in seen for p in panes):
         return False
     for pane in panes:
