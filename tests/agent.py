@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A stand-in agent for tests: run it in a tmux pane.
 
-    agent.py RECORD [--bracketed] [--screen FILE [--cursor ROW]] [--layout claude --mode FILE]
+    agent.py RECORD [--bracketed] [--screen FILE [--cursor ROW]]
+             [--layout claude --mode FILE [--drop-enter-within SECS | --no-enter]]
 
 It puts its terminal in raw mode, then creates RECORD (so a test can wait for
 the file to know the agent is ready) and appends every byte it receives to it,
@@ -12,16 +13,21 @@ screen row ROW (from 0), if given, where the program would have left it.
 
 With --layout claude it draws what Claude Code draws: its history, an input
 box between two rules (`❯` and a no-break space, then what has been typed),
-and a footer.  Typed text shows in the box; Enter moves it to the history;
+and a footer.  Typed text shows in the box; Enter moves it to the history,
+with a one-line answer;
 Ctrl-U clears it.  The MODE file says what else is on screen, and is read again
 whenever it changes: `idle`, `busy` (a spinner and "esc to interrupt"), or
-`dialog` (the folder-trust question in place of the input box).
+`dialog` (the folder-trust question in place of the input box).  With
+--drop-enter-within it ignores an Enter that comes less than SECS after the
+last text it was given (as Gemini CLI does within 20 ms of a paste); with
+--no-enter it ignores every Enter.
 """
 
 import os
 import select
 import sys
 import termios
+import time
 import tty
 
 RULE = "─" * 100
@@ -56,23 +62,28 @@ def show(path, last, cursor=None):
 class Claude:
     """Claude Code's layout, drawn again after every change."""
 
-    def __init__(self, mode_path):
+    def __init__(self, mode_path, drop_within=0.0, no_enter=False):
         self.mode_path, self.stamp, self.mode = mode_path, None, "idle"
         self.history, self.typed = ["╭─── Claude Code (stand-in) ───╮", ""], ""
+        self.drop_within, self.no_enter, self.last_text = drop_within, no_enter, 0.0
 
     def feed(self, data):
         text = data.decode("utf-8", errors="replace")
         for marker in ("\x1b[200~", "\x1b[201~"):
             text = text.replace(marker, "")
+        now = time.monotonic()
         for ch in text:
             if ch == "\r":
-                if self.typed:
-                    self.history += [f"❯ {self.typed}", ""]
+                if self.no_enter or now - self.last_text < self.drop_within:
+                    continue
+                if self.typed:  # taken, and answered at once
+                    self.history += [f"❯ {self.typed}", "", "● (stand-in) Noted.", ""]
                 self.typed = ""
             elif ch == "\x15":
                 self.typed = ""
             elif ch >= " ":
                 self.typed += ch
+                self.last_text = now
         self.draw()
 
     def poll(self):
@@ -103,7 +114,8 @@ def main(argv):
     if "--cursor" in argv:
         cursor = int(argv[argv.index("--cursor") + 1])
     if "--layout" in argv:
-        layout = Claude(argv[argv.index("--mode") + 1])
+        drop = argv[argv.index("--drop-enter-within") + 1] if "--drop-enter-within" in argv else 0
+        layout = Claude(argv[argv.index("--mode") + 1], float(drop), "--no-enter" in argv)
     saved = termios.tcgetattr(0)
     tty.setraw(0)
     try:

@@ -196,11 +196,11 @@ class Tmux:
                  *(["-n", window] if window else []), command)
 
     def agent(self, session, window=None, bracketed=False, screen=None, target=None,
-              layout=None, mode="idle", wrap="{}", cursor=None):
+              layout=None, mode="idle", wrap="{}", cursor=None, options=""):
         """Start a stand-in agent in a new window; wait until it is ready.
 
         LAYOUT "claude" draws Claude Code's screen, in MODE (agent.set_mode
-        changes it).  WRAP is the pane's command line around the agent's
+        changes it), with agent.py's OPTIONS.  WRAP is the pane's command line around the agent's
         ({} stands for it): `script -q -c {} /dev/null`, say.
         """
         self.n += 1
@@ -216,7 +216,7 @@ class Tmux:
         if layout:
             with open(mode_file, "w") as f:
                 f.write(mode)
-            command += f" --layout {layout} --mode {mode_file}"
+            command += f" --layout {layout} --mode {mode_file} {options}"
         self._spawn(session, window, wrap.format(command))
         wait_until(lambda: os.path.exists(record), what=f"agent in {session} to start")
         if target is None:

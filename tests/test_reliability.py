@@ -47,7 +47,7 @@ def test_many_runners_and_a_daemon_deliver_each_task_exactly_once(tmux, run, her
     r = run("orch-sched", "list", "--all", "--json")
     assert {t["status"] for t in json.loads(r.stdout)} == {"done"}
     log = json.loads(run("orch-sched", "log", "--json", "--limit", "1000").stdout)
-    assert len(log) == 300 and {a["outcome"] for a in log} == {"delivered"}
+    assert len(log) == 300 and {a["outcome"] for a in log} == {"sent"}
 
 
 def test_runner_killed_after_claiming_is_recovered_after_the_lease(tmux, run, hermetic):
@@ -72,7 +72,7 @@ def test_runner_killed_after_claiming_is_recovered_after_the_lease(tmux, run, he
     assert agent.wait_received(b"survives a crash\r") == b"survives a crash\r"
     t = show(run, task_id)
     assert t["status"] == "done"
-    assert [a["outcome"] for a in t["log"]] == ["expired", "delivered"]
+    assert [a["outcome"] for a in t["log"]] == ["expired", "sent"]
 
 
 def test_catch_up_once_delivers_one_late_occurrence(tmux, run):
@@ -86,7 +86,7 @@ def test_catch_up_once_delivers_one_late_occurrence(tmux, run):
     assert t["status"] == "done" and "late by 1h" in t["log"][-1]["detail"]
     t = show(run, recurring)
     assert t["status"] == "pending" and t["due"] == "2026-11-25T21:10:00Z"
-    assert [a["outcome"] for a in t["log"]] == ["delivered"]
+    assert [a["outcome"] for a in t["log"]] == ["sent"]
     run_pass(run, T0 + HOUR + 1)
     assert agent.received() == expected
 

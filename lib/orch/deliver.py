@@ -34,6 +34,8 @@ from . import clock, limits, locks, panes, paths, procs, store, tasks, tmux
 from .errors import OrchError
 
 MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
+CONFIRM_AT = (0.15, 0.35, 0.6, 1.0, 1.5, 2.0)  # looks after the Enter, in seconds from it
+CONFIRM_AGAIN_S = 0.5  # a note still in the input this long after its Enter gets another
 TRANSIENT_HOLD_S = 30.0  # an API rate-limit retry on screen: try again shortly
 
 
@@ -130,28 +132,89 @@ class Pass:
                 return
             if not tmux.capture_all(server, [c[0] for c in claims]):
                 claims = self._look_one_by_one(server, claims)
-            notes = {}
+            notes, enter_only, readable = {}, [], set()
             for pane, _, task, _ in claims:
-                ready = self._check(server, pane, task)
-                if ready:
+                how, seen = self._check(server, pane, task)
+                if how == "type":
                     notes[pane.id] = task["note"]
+                elif how == "enter":
+                    enter_only.append(pane.id)
+                if how and seen.layout is not None:
+                    readable.add(pane.id)
+            if notes:
+                tasks.typing(self.conn, [c[2] for c in claims if c[0].id in notes])
             typed = tmux.paste_all(server, notes, self.spool) if notes else set()
             if typed:
                 time.sleep(self.delay)
-            missed = set(tmux.keys_all(server, [p for p in notes if p in typed], "Enter"))
+            pressed = [p for p in notes if p in typed] + enter_only
+            missed = set(tmux.keys_all(server, pressed, "Enter"))
+            sent = {}
             for pane, _, task, action in claims:
-                if pane.id not in notes:
+                if pane.id not in pressed and pane.id not in notes:
                     continue
-                if pane.id not in typed or pane.id in missed:
+                if pane.id not in pressed or pane.id in missed:
                     self.finish(task, "retry", f"can't find pane: {pane.id}", pane.id)
-                elif action == "late":
-                    late = clock.fmt_duration(clock.now() - task["due"])
-                    self.finish(task, "delivered", f"late by {late} (caught up)", pane.id)
                 else:
-                    self.finish(task, "delivered", None, pane.id)
-            panes = [(c[0], c[1]) for c in claims if c[0].id in typed and c[0].id not in missed]
+                    sent[pane.id] = (pane, task, action)
+            for pane_id, (outcome, detail) in self._confirm(server, sent, readable).items():
+                _, task, action = sent[pane_id]
+                if action == "late" and outcome in tasks.DELIVERED:
+                    late = f"late by {clock.fmt_duration(clock.now() - task['due'])} (caught up)"
+                    detail = f"{late}; {detail}" if detail else late
+                self.finish(task, outcome, detail, pane_id)
+            panes = [(c[0], c[1]) for c in claims if c[0].id in sent]
             # A pane this pass is done with goes back to the other runners at once.
             self._release(server, keep={p.id for p, _ in panes})
+
+    def _confirm(self, server, sent, readable):
+        """Look at the panes just sent Enter until each note shows as submitted
+        -> {pane id: (outcome, detail)}.
+
+        Where the layout can be read, a note is delivered once it has left the
+        input and the agent has moved on (busy, or the note shows above the
+        input); still in the input CONFIRM_AGAIN_S after the Enter, it gets one
+        more Enter; still there at the end, it is unsubmitted.  Elsewhere the
+        keys were sent, which is all that can be said.  One tmux call a look,
+        for every pane at once.
+        """
+        results = {p: ("sent", None) for p in sent if p not in readable}
+        watch = {p: sent[p] for p in sent if p in readable}
+        held, again_done = {}, set()
+        start = time.monotonic()
+        for at in CONFIRM_AT:
+            if not watch:
+                break
+            time.sleep(max(0.0, start + at - time.monotonic()))
+            looked = [pane for pane, _, _ in watch.values()]
+            if not tmux.capture_all(server, looked):
+                for pane in looked:
+                    try:
+                        fresh = tmux.inspect(server, pane.id)
+                        pane.screen, pane.cursor = fresh.screen, fresh.cursor
+                    except tmux.Missing:
+                        results[pane.id] = ("sent", "the pane went away after the Enter")
+                        del watch[pane.id]
+            again = []
+            for pane_id, (pane, task, _) in list(watch.items()):
+                seen = panes.classify(pane.screen or "", clock.now(), cursor=pane.cursor)
+                held[pane_id] = panes.holds(seen, task["note"])
+                if held[pane_id]:
+                    if at >= CONFIRM_AGAIN_S and pane_id not in again_done:
+                        again.append(pane_id)
+                        again_done.add(pane_id)
+                elif seen.state == "busy" or panes.submitted(pane.screen or "", seen,
+                                                              task["note"]):
+                    results[pane_id] = ("delivered", f"seen submitted: {seen.evidence}")
+                    del watch[pane_id]
+            if again:
+                tmux.keys_all(server, again, "Enter")
+        for pane_id in watch:
+            if held.get(pane_id):
+                results[pane_id] = ("unsubmitted", "the note is still in the input after a "
+                                    "second Enter; the next attempt presses Enter only")
+            else:
+                results[pane_id] = ("sent", f"not seen submitted within {CONFIRM_AT[-1]:g} s")
+        return results
 
     def _release(self, server, keep=()):
         for key in [k for k in self.held if k[0] == server and k[1] not in keep]:
@@ -168,18 +231,23 @@ class Pass:
         return kept
 
     def _check(self, server, pane, task):
-        """True if TASK may be typed into PANE now; else record why not."""
+        """How TASK goes into PANE now -> ("type" | "enter" | None, PaneState).
+
+        "enter": a runner before this one typed the note and it still sits in
+        the input (a crash, a lost Enter), so only Enter is pressed.  None: not
+        now, and why is recorded.
+        """
         problem = tasks.note_problem(task["note"])
         if problem:
             self.finish(task, "refused", problem, pane.id)
-            return False
+            return None, None
         seen = panes.classify(pane.screen or "", clock.now(),
                               procs.foreground(pane.pid, pane.command), self.allowed,
                               pane.cursor)
         if seen.state == "shell":
             self.finish(task, "retry", f"no agent running in {task['target']} "
                         f"({seen.evidence})", pane.id)
-            return False
+            return None, seen
         if seen.state == "limited":
             limit = seen.limit
             if limit.menu:
@@ -194,15 +262,24 @@ class Pass:
             tasks.hold(self.conn, task, until, f"usage limit ({limit.kind}{reset}): "
                        f"{limit.line}; account {task['account']} suspended until "
                        f"{clock.iso(until)}", pane.id)
-            return False
+            return None, seen
         if seen.state == "transient":
             tasks.hold(self.conn, task, clock.now() + TRANSIENT_HOLD_S,
                        f"transient rate limit on screen: {seen.limit.line}", pane.id)
-            return False
+            return None, seen
+        if task["typed"] is not None and seen.layout is not None:
+            # Typed before and not confirmed: the screen says what became of it.
+            if seen.state == "draft" and panes.holds(seen, task["note"]):
+                return "enter", seen
+            if seen.state in ("ready", "busy") and panes.submitted(pane.screen, seen,
+                                                                   task["note"]):
+                self.finish(task, "recovered", "already submitted: it shows above the "
+                            "input", pane.id)
+                return None, seen
         if not seen.typable:
             tasks.defer(self.conn, task, seen.state, seen.describe(), pane.id)
-            return False
-        return True
+            return None, seen
+        return "type", seen
 
     def finish(self, task, outcome, detail, pane_id):
         tasks.finish(self.conn, task, outcome, detail, pane_id)

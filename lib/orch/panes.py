@@ -149,12 +149,13 @@ LAYOUTS = (
 )
 
 # collections.namedtuple: see limits.Detection for why not a dataclass.
-_Fields = namedtuple("PaneState", "state evidence layout limit")
+_Fields = namedtuple("PaneState", "state evidence layout limit text start", defaults=(None, None))
 
 
 class PaneState(_Fields):
     """The state of a pane, the line that decided it, the layout recognised (or
-    None), and for limited/transient the usage-limit Detection."""
+    None), for limited/transient the usage-limit Detection, and where an input
+    line was found its text (placeholders read as empty) and screen row."""
 
     __slots__ = ()
 
@@ -215,13 +216,14 @@ def classify(screen, now, foreground=None, allowed=None, cursor=None, local_tz=N
     # With no input line in sight, the program is not known: every layout's markers count.
     region = range(end + 1, len(lines)) if found else live
     dialog = _dialog(lines, region, (layout,) if found else LAYOUTS)
+    seen = {"text": text, "start": start}
     if dialog is not None:
-        return PaneState("dialog", dialog, name, None)
+        return PaneState("dialog", dialog, name, None, **seen)
     busy = GENERIC_BUSY + tuple(p for lay in ((layout,) if found else LAYOUTS) for p in lay.busy)
     for i in _status_lines(lines, live, start, framed=found and layout.framed):
         for pattern in busy:
             if pattern.search(lines[i]):
-                return PaneState("busy", _tidy(lines[i]), name, None)
+                return PaneState("busy", _tidy(lines[i]), name, None, **seen)
     if found is None:
         if foreground is not None and foreground.command in REMOTE:
             return PaneState("shell", f"{foreground.command} shows no agent's input line",
@@ -229,13 +231,48 @@ def classify(screen, now, foreground=None, allowed=None, cursor=None, local_tz=N
         return PaneState("unknown", None, None, None)
     echo = _echo(lines, start, layout)
     if echo is not None:
-        return PaneState("busy", f"{echo} (just sent, no answer yet)", name, None)
+        return PaneState("busy", f"{echo} (just sent, no answer yet)", name, None, **seen)
     if layout.repl and cursor is not None and cursor > end:
         return PaneState("busy", f"{_tidy(lines[start])} (running: the cursor is below it)",
-                         name, None)
+                         name, None, **seen)
     if text:
-        return PaneState("draft", _tidy(lines[start]), name, None)
-    return PaneState("ready", _tidy(lines[start]), name, None)
+        return PaneState("draft", _tidy(lines[start]), name, None, **seen)
+    return PaneState("ready", _tidy(lines[start]), name, None, **seen)
+
+
+# --- a note on screen -------------------------------------------------------------------------
+
+# How agents fold a long paste in their input: Claude Code, Codex, Gemini CLI.
+_FOLDED = re.compile(r"\[Pasted (?:text #\d+(?: \+\d+ lines)?|Content \d+ chars|Text: \d+ lines)\]")
+
+
+def _compact(text):
+    return "".join(text.split())
+
+
+def holds(state, note):
+    """True if STATE's input line holds NOTE (wrapped, folded into a paste
+    placeholder, or showing only its end after scrolling), as typed by orch."""
+    if not state.text:
+        return False
+    text = state.text.removeprefix("❯").strip()
+    if _FOLDED.fullmatch(text.split("\n")[0].strip()):
+        return True
+    seen, whole = _compact(text), _compact(note)
+    return bool(seen) and (seen == whole or (len(seen) >= 20 and seen in whole))
+
+
+def submitted(screen, state, note):
+    """True if NOTE shows above STATE's input line: the agent took it into its
+    transcript.  The note's first line is looked for, as much of it as fits
+    in a line (long notes wrap)."""
+    if state.start is None:
+        return False
+    first = _compact(next((line for line in note.split("\n") if line.strip()), ""))[:40]
+    if not first:
+        return False
+    lines = screen.split("\n")[:state.start]
+    return any(first in _compact(line) for line in lines)
 
 
 def _status_lines(lines, live, start, framed):

@@ -187,10 +187,14 @@ MIGRATIONS = [
     """,
     # 6: deferrals: a due check-in whose pane showed a dialog, a busy agent or a
     # draft is put back untried; deferred is the pane state it waits on (NULL:
-    # not deferred) and deferred_since when that wait began
+    # not deferred) and deferred_since when that wait began.  typed is when
+    # this occurrence's note was last pasted into its pane (NULL: not since it
+    # became due), so that the runner after a crash or a lost Enter looks for
+    # it on screen before typing anything
     """
     ALTER TABLE tasks ADD COLUMN deferred TEXT;
     ALTER TABLE tasks ADD COLUMN deferred_since REAL;
+    ALTER TABLE tasks ADD COLUMN typed REAL;
     """,
 ]
 

@@ -25,6 +25,9 @@ from . import clock, paths, store
 from .errors import DATAERR, TEMPFAIL, OrchError
 
 LIVE = ("pending", "running")
+# Outcomes of an attempt whose keys were sent: confirmed on screen, sent without
+# a way to confirm (unknown layout), found already submitted after a crash.
+DELIVERED = ("delivered", "sent", "recovered")
 FINISHED = ("done", "failed", "cancelled", "missed")
 STATUSES = LIVE + FINISHED
 LEASE_S = 60.0
@@ -49,7 +52,7 @@ WITH_HOLD = """SELECT tasks.*, a.since AS held_since, a.until AS held_until
 
 COLUMNS = ("id", "target", "server", "note", "due", "every_s", "key", "account", "status",
            "attempts", "not_before", "lease_until", "reason", "created", "updated",
-           "catch_up", "grace_s", "retries", "picked", "deferred", "deferred_since")
+           "catch_up", "grace_s", "retries", "picked", "deferred", "deferred_since", "typed")
 
 
 def check_note(note):
@@ -123,7 +126,7 @@ def add(conn, target, server, note, due, every_s=None, key=None, account="defaul
                                 "now; try again", TEMPFAIL)
             sets = ", ".join(f"{k} = :{k}" for k in fields)
             conn.execute(f"UPDATE tasks SET {sets}, attempts = 0, picked = 0, reason = NULL, "
-                         "deferred = NULL, deferred_since = NULL WHERE id = :id",
+                         "deferred = NULL, deferred_since = NULL, typed = NULL WHERE id = :id",
                          dict(fields, id=row["id"]))
             task_id = row["id"]
         else:
@@ -305,7 +308,8 @@ def _advance(conn, task, now):
     """Move a recurring task to its next occurrence after NOW."""
     nxt = next_occurrence(task["due"], task["every_s"], now)
     conn.execute("UPDATE tasks SET status = 'pending', due = ?, not_before = ?, attempts = 0, "
-                 "picked = 0, lease_until = NULL, reason = NULL, updated = ? WHERE id = ?",
+                 "picked = 0, lease_until = NULL, reason = NULL, typed = NULL, updated = ? "
+                 "WHERE id = ?",
                  (nxt, nxt, now, task["id"]))
 
 
@@ -318,10 +322,12 @@ def _log(conn, task, now, pane, outcome, detail):
 def finish(conn, task, outcome, detail=None, pane=None, now=None):
     """Record the outcome of a claimed attempt.
 
-    OUTCOME: 'delivered'; 'retry' (a failed attempt: back off, or give up after
-    the task's retries); 'refused' (it can never be typed, as a note holding a
-    control character: fail now, recurring or not).  Returns the status the task
-    is left in (or None if the claim was lost).
+    OUTCOME: one of DELIVERED; 'retry' or 'unsubmitted' (a failed attempt:
+    back off, or give up after the task's retries; after 'unsubmitted' the note
+    is still in the input, and `typed` stays set so that the next attempt
+    presses Enter instead of typing it again); 'refused' (it can never be
+    typed, as a note holding a control character: fail now, recurring or not).
+    Returns the status the task is left in (or None if the claim was lost).
     """
     now = clock.now() if now is None else now
     with store.tx(conn):
@@ -330,10 +336,11 @@ def finish(conn, task, outcome, detail=None, pane=None, now=None):
         _log(conn, task, now, pane, outcome if current else f"{outcome} (claim lost)", detail)
         if current is None:
             return None
-        conn.execute("UPDATE tasks SET deferred = NULL, deferred_since = NULL WHERE id = ?",
+        conn.execute("UPDATE tasks SET deferred = NULL, deferred_since = NULL" +
+                     ("" if outcome == "unsubmitted" else ", typed = NULL") + " WHERE id = ?",
                      (task["id"],))
         tries = current["attempts"] + 1
-        if outcome == "delivered":
+        if outcome in DELIVERED:
             if current["every_s"]:
                 _advance(conn, current, now)
                 return "pending"
@@ -362,6 +369,15 @@ def _give_up(conn, task, now, pane, reason, whole_task=False):
     conn.execute("UPDATE tasks SET status = 'failed', lease_until = NULL, reason = ?, "
                  "updated = ? WHERE id = ?", (reason, now, task["id"]))
     return "failed"
+
+
+def typing(conn, claimed, now=None):
+    """Record that the notes of CLAIMED (claimed tasks) are about to be pasted."""
+    now = clock.now() if now is None else now
+    with store.tx(conn):
+        for task in claimed:
+            conn.execute("UPDATE tasks SET typed = ? WHERE id = ? AND status = 'running' AND "
+                         "lease_until = ?", (now, task["id"], task["lease_until"]))
 
 
 def hold(conn, task, until, detail, pane=None, now=None):
@@ -463,7 +479,7 @@ def as_json(task):
         "server": task["server"], "not_before": clock.iso(task["not_before"]),
         "catch_up": task["catch_up"], "grace_s": task["grace_s"], "retries": task["retries"],
         "reason": task["reason"], "deferred": task["deferred"],
-        "deferred_since": clock.iso(task["deferred_since"]),
+        "deferred_since": clock.iso(task["deferred_since"]), "typed": clock.iso(task["typed"]),
         "created": clock.iso(task["created"]),
         "updated": clock.iso(task["updated"]),
     }
