@@ -125,7 +125,7 @@ class Pass:
         while panes and not self.stopped():
             claims = []
             for pane, targets in panes:
-                claimed = tasks.claim(self.conn, server, targets)
+                claimed = tasks.claim(self.conn, server, targets, locked=True)
                 if claimed is not None:
                     claims.append((pane, targets, *claimed))
             if not claims:

@@ -40,10 +40,13 @@ MAX_NOTE = 1 << 20
 WAKE_FIFO = "wake"
 DAEMON_LOCK = "orch-sched.daemon"  # held by the one orch-sched daemon (locks.py)
 
-# An occurrence a runner may claim at :now -- due (or its lease expired), and
-# its account not suspended for a usage limit (see limits.py).
+# An occurrence a runner may claim at :now -- due, or claimed by a runner that
+# is gone: its lease expired, or (:locked, for a runner holding the pane's lock)
+# at once, because only the holder of a pane's lock claims and types there, so
+# a claim still running on a free pane belongs to a runner that died -- and its
+# account not suspended for a usage limit (see limits.py).
 CLAIMABLE = """((status = 'pending' AND not_before <= :now) OR
-    (status = 'running' AND lease_until <= :now)) AND NOT EXISTS (
+    (status = 'running' AND (lease_until <= :now OR :locked))) AND NOT EXISTS (
     SELECT 1 FROM accounts a WHERE a.name = tasks.account AND a.state = 'suspended'
     AND a.until > :now)"""
 # Each task with the latest suspension of its account (held_since..held_until).
@@ -207,13 +210,13 @@ def failures(conn, since):
 def due_targets(conn, now):
     """The (server, target) pairs with an occurrence that may be claimed now."""
     return conn.execute(f"SELECT DISTINCT server, target FROM tasks WHERE {CLAIMABLE} "
-                        "ORDER BY server, target", {"now": now}).fetchall()
+                        "ORDER BY server, target", {"now": now, "locked": 1}).fetchall()
 
 
 def claimable(conn, now):
     """Every occurrence a pass could claim at NOW (for a dry run)."""
     return conn.execute(f"{WITH_HOLD} WHERE {CLAIMABLE} ORDER BY not_before, tasks.id",
-                        {"now": now}).fetchall()
+                        {"now": now, "locked": 0}).fetchall()
 
 
 def next_wakeup(conn):
@@ -253,16 +256,18 @@ def plan(task, now):
     return "late" if task["catch_up"] == "once" else "miss"
 
 
-def claim(conn, server, targets, now=None, lease=LEASE_S):
+def claim(conn, server, targets, now=None, lease=LEASE_S, locked=False):
     """Claim the next occurrence due on SERVER at any of TARGETS (the names of one
-    pane; a single name will do), applying the catch-up policy.
+    pane; a single name will do), applying the catch-up policy.  LOCKED: the
+    caller holds the pane's lock (see CLAIMABLE).
 
     Returns (task, action) with action 'deliver' or 'late', or None when
     nothing is due.  Occurrences skipped by policy are marked on the way.
     """
     now = clock.now() if now is None else now
     targets = [targets] if isinstance(targets, str) else list(targets)
-    params = {"server": server, "now": now, **{f"t{i}": t for i, t in enumerate(targets)}}
+    params = {"server": server, "now": now, "locked": int(locked),
+              **{f"t{i}": t for i, t in enumerate(targets)}}
     marks = ", ".join(f":t{i}" for i in range(len(targets)))
     with store.tx(conn):
         while True:
@@ -275,7 +280,9 @@ def claim(conn, server, targets, now=None, lease=LEASE_S):
                 # Its runner died (or hung) after claiming: count that attempt, then retry,
                 # unless the retries are used up (a note that kills its runner stops here).
                 _log(conn, task, now, None, "expired",
-                     "lease expired: the runner that claimed it did not finish")
+                     "lease expired: the runner that claimed it did not finish"
+                     if task["lease_until"] <= now else
+                     "the runner that claimed it is gone (its pane was free)")
                 conn.execute("UPDATE tasks SET attempts = attempts + 1 WHERE id = ?",
                              (task["id"],))
                 if task["attempts"] + 1 > task["retries"]:
