@@ -2,7 +2,8 @@
 """A stand-in agent for tests: run it in a tmux pane.
 
     agent.py RECORD [--bracketed] [--screen FILE [--cursor ROW]]
-             [--layout claude --mode FILE [--drop-enter-within SECS | --no-enter]]
+             [--layout claude --mode FILE [--drop-enter-within SECS | --no-enter]
+              [--busy-after-submit SECS]]
 
 It puts its terminal in raw mode, then creates RECORD (so a test can wait for
 the file to know the agent is ready) and appends every byte it receives to it,
@@ -17,7 +18,9 @@ and a footer.  Typed text shows in the box; Enter moves it to the history,
 with a one-line answer;
 Ctrl-U clears it.  The MODE file says what else is on screen, and is read again
 whenever it changes: `idle`, `busy` (a spinner and "esc to interrupt"), or
-`dialog` (the folder-trust question in place of the input box).  With
+`dialog` (the folder-trust question in place of the input box), or
+`limited` (a usage-limit notice above it).  With --busy-after-submit it works
+on each prompt for SECS seconds (busy) before it answers.  With
 --drop-enter-within it ignores an Enter that comes less than SECS after the
 last text it was given (as Gemini CLI does within 20 ms of a paste); with
 --no-enter it ignores every Enter.
@@ -62,8 +65,9 @@ def show(path, last, cursor=None):
 class Claude:
     """Claude Code's layout, drawn again after every change."""
 
-    def __init__(self, mode_path, drop_within=0.0, no_enter=False):
+    def __init__(self, mode_path, drop_within=0.0, no_enter=False, busy_for=0.0):
         self.mode_path, self.stamp, self.mode = mode_path, None, "idle"
+        self.busy_for, self.busy_until = busy_for, 0.0
         self.history, self.typed = ["╭─── Claude Code (stand-in) ───╮", ""], ""
         self.drop_within, self.no_enter, self.last_text = drop_within, no_enter, 0.0
 
@@ -76,8 +80,11 @@ class Claude:
             if ch == "\r":
                 if self.no_enter or now - self.last_text < self.drop_within:
                     continue
-                if self.typed:  # taken, and answered at once
-                    self.history += [f"❯ {self.typed}", "", "● (stand-in) Noted.", ""]
+                if self.typed:  # taken, and answered (after BUSY_FOR seconds of work)
+                    self.history += [f"❯ {self.typed}", ""]
+                    self.busy_until = now + self.busy_for
+                    if not self.busy_for:
+                        self.history += ["● (stand-in) Noted.", ""]
                 self.typed = ""
             elif ch == "\x15":
                 self.typed = ""
@@ -87,6 +94,10 @@ class Claude:
         self.draw()
 
     def poll(self):
+        if self.busy_until and time.monotonic() >= self.busy_until:
+            self.busy_until = 0.0
+            self.history += ["● (stand-in) Noted.", ""]
+            self.draw()
         stamp = stamp_of(self.mode_path)
         if stamp is not None and stamp != self.stamp:
             self.stamp = stamp
@@ -99,10 +110,13 @@ class Claude:
         if self.mode == "dialog":
             lines += DIALOG
         else:
-            if self.mode == "busy":
+            busy = self.mode == "busy" or self.busy_until
+            if self.mode == "limited":
+                lines += ["  ⎿  You've hit your limit · resets 9pm (UTC)", ""]
+            if busy:
                 lines += ["✻ Working… (3s · esc to interrupt)", ""]
             lines += [RULE, "❯\u00a0" + self.typed, RULE]
-            lines.append("  esc to interrupt" if self.mode == "busy" else "  ? for shortcuts")
+            lines.append("  esc to interrupt" if busy else "  ? for shortcuts")
         os.write(1, ("\x1b[H\x1b[2J" + "\r\n".join(lines)).encode())
 
 
@@ -114,8 +128,10 @@ def main(argv):
     if "--cursor" in argv:
         cursor = int(argv[argv.index("--cursor") + 1])
     if "--layout" in argv:
-        drop = argv[argv.index("--drop-enter-within") + 1] if "--drop-enter-within" in argv else 0
-        layout = Claude(argv[argv.index("--mode") + 1], float(drop), "--no-enter" in argv)
+        def number(option):
+            return float(argv[argv.index(option) + 1]) if option in argv else 0.0
+        layout = Claude(argv[argv.index("--mode") + 1], number("--drop-enter-within"),
+                        "--no-enter" in argv, number("--busy-after-submit"))
     saved = termios.tcgetattr(0)
     tty.setraw(0)
     try:

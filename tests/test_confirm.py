@@ -109,3 +109,24 @@ def test_a_runner_killed_after_the_enter_is_not_typed_again(tmux, run):
     assert agent.received() == b"went in before the crash\r"
     assert outcomes(run, task_id) == ["expired", "recovered"]
     assert show(run, task_id)["status"] == "done"
+
+
+def test_held_check_ins_wait_until_the_agent_has_taken_up_its_resume(tmux, run):
+    agent = tmux.agent("rsm", "w", layout="claude", mode="limited",
+                       options="--busy-after-submit 1.5")
+    agent.wait_screen("You've hit your limit")
+    held = add(run, "--account", "acct", agent.target, "the held check-in", t=T0)
+    run_pass(run, T0)
+    assert outcomes(run, held) == ["held"] and agent.received() == b""
+    agent.set_mode("idle", "? for shortcuts")
+    after = T0 + 63 * 60                      # past the reset (21:00) and its margin
+    run_pass(run, after)
+    resume = "Usage limit has reset. Please continue where you left off."
+    assert history(agent) == [resume]
+    # The agent took up the resume and is working on it: the held check-in waits.
+    assert outcomes(run, held) == ["held", "deferred"]
+    assert log(run, held)[-1]["detail"].startswith("agent busy")
+    agent.wait_screen("? for shortcuts")
+    run_pass(run, after + 3)
+    assert history(agent) == [resume, "the held check-in"]
+    assert outcomes(run, held) == ["held", "deferred", "delivered"]

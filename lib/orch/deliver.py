@@ -21,8 +21,17 @@ Rules:
   only key ever sent to anything but an input line.
 - A stored note holding a control character (from an older database) fails
   at once and is never typed.
-- Text goes in as one paste; Enter follows ORCH_ENTER_DELAY seconds later,
-  because agents drop an Enter that arrives with the text.
+- Text goes in as one paste, only into an empty input; Enter follows
+  ORCH_ENTER_DELAY seconds later (more for a long note), because agents drop
+  an Enter that arrives with the text.
+- Confirm: after the Enter the panes are looked at again (see _confirm).
+  `delivered` is only what the screen showed submitted; an unknown layout is
+  `sent`.  A note left in the input gets one more Enter, then is
+  `unsubmitted`: a failed attempt whose retry presses Enter, never retypes.
+- Recover: a claim records that its note is being typed (tasks.typing), and
+  a runner that claims an occurrence so marked looks first: the note in the
+  input gets Enter only, the note above the input is `recovered`.  A claim
+  on a pane whose lock was free is taken over at once (tasks.CLAIMABLE).
 """
 
 import hashlib
@@ -36,6 +45,10 @@ from .errors import OrchError
 MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
 CONFIRM_AT = (0.15, 0.35, 0.6, 1.0, 1.5, 2.0)  # looks after the Enter, in seconds from it
 CONFIRM_AGAIN_S = 0.5  # a note still in the input this long after its Enter gets another
+# An agent takes a long paste in for a while (and folds it) before an Enter counts:
+# the Enter delay grows by 1 s per PASTE_BYTES_PER_S of the longest note, by at most 1.5 s.
+PASTE_BYTES_PER_S = 20000
+PASTE_EXTRA_MAX_S = 1.5
 TRANSIENT_HOLD_S = 30.0  # an API rate-limit retry on screen: try again shortly
 
 
@@ -145,7 +158,8 @@ class Pass:
                 tasks.typing(self.conn, [c[2] for c in claims if c[0].id in notes])
             typed = tmux.paste_all(server, notes, self.spool) if notes else set()
             if typed:
-                time.sleep(self.delay)
+                longest = max(len(notes[p].encode()) for p in typed)
+                time.sleep(self.delay + min(longest / PASTE_BYTES_PER_S, PASTE_EXTRA_MAX_S))
             pressed = [p for p in notes if p in typed] + enter_only
             missed = set(tmux.keys_all(server, pressed, "Enter"))
             sent = {}
