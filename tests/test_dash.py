@@ -154,7 +154,7 @@ def test_every_view_shows_the_state_and_needs_attention(run, state, tmp_path):
     assert set(obj) == {"version", "generated", "project", "attention", "errors"} | SECTIONS
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", obj["generated"])
     c = obj["checkins"]
-    assert set(c) == {"pending", "daemon", "next", "late", "failed", "waiting"}
+    assert set(c) == {"pending", "daemon", "next", "late", "failed", "waiting", "outcomes"}
     assert c["pending"] == 4 and c["daemon"] == {"running": False, "pid": None,
                                                  "last_pass": None}
     assert {"id", "target", "due", "status", "late", "held", "count", "note"} <= set(c["next"][0])

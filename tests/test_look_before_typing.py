@@ -242,3 +242,21 @@ def test_cancel_ends_a_deferral(tmux, run):
     assert run("orch-sched", "cancel", str(task_id)).returncode == 0
     task = show(run, task_id)
     assert (task["status"], task["deferred"], task["deferred_since"]) == ("cancelled", None, None)
+
+
+def test_the_dashboard_tells_delivered_from_sent_and_shows_deferrals(tmux, run):
+    readable = tmux.agent("dsh", "a", layout="claude")
+    blank = tmux.agent("dsh", "b")
+    busy = tmux.agent("dsh", "c", layout="claude", mode="busy")
+    for agent in (readable, blank, busy):
+        add(run, agent.target, f"for {agent.target}", t=T0)
+    run_pass(run, T0)
+    env = {"ORCH_NOW": str(T0 + 1)}
+    r = run("orch-dash", "--json", env=env)
+    checkins = json.loads(r.stdout)["checkins"]
+    assert checkins["outcomes"] == {"delivered": 1, "sent": 1, "deferred": 1}
+    [row] = [x for x in checkins["next"] if x["target"] == busy.target]
+    assert row["deferred"] == "busy"
+    r = run("orch-dash", env=env)
+    assert "24 h: 1 delivered, 1 unconfirmed" in r.stdout
+    assert any(line.split()[:2] == ["deferred", "dsh:c"] for line in r.stdout.splitlines())

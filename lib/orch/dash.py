@@ -123,6 +123,12 @@ def limited_targets(conn, account):
                                        (account,))]
 
 
+def next_state(x):
+    """The word for a pending check-in's row: running, held, deferred, retry or next."""
+    return ("running" if x["status"] == "running" else "held" if x["held"]
+            else "deferred" if x["deferred"] else "retry" if x["attempts"] else "next")
+
+
 def blind_holds(conn, now):
     """Accounts suspended from a screen whose notice showed no reset time."""
     return conn.execute("SELECT * FROM accounts WHERE state = 'suspended' AND until > ? AND "
@@ -164,6 +170,9 @@ def gather(conn, project=None, now=None):
                   "note": t["note"], "count": n, "deferred": t["deferred"]} for t, n in nexts],
         "waiting": [{"id": t["id"], "target": t["target"], "deferred": t["deferred"],
                      "since": t["deferred_since"], "reason": t["reason"]} for t in waits],
+        # the last 24 h of attempts by outcome: delivered (seen submitted) apart from sent
+        # (keys sent, unconfirmed), recovered, unsubmitted, deferred...
+        "outcomes": tasks.outcomes(conn, now - DAY, mine),
         "late": [{"id": t["id"], "target": t["target"], "due": t["due"],
                   "late_s": round(now - t["due"]), "account": t["account"],
                   "every_s": t["every_s"], "note": t["note"]} for t in late],
@@ -410,15 +419,20 @@ def sections_text(snap, width=80):
     for x in c["next"]:
         if x["late"]:  # listed above
             continue
-        state = ("running" if x["status"] == "running" else "held" if x["held"]
-                 else "retry" if x["attempts"] else "next")
+        state = next_state(x)
         rows.append((state, t(x["target"], 16), x["id"], t(_when(x["due"], now), 20),
                      x["count"], x["note"]))
-        styles.append("warn" if state == "held" else None)
+        styles.append("warn" if state in ("held", "deferred") else None)
     heading = f"Check-ins: {c['pending']} pending, {sched}"
     late_failed = ", ".join(f"{len(c[k])} {k}" for k in ("late", "failed") if c[k])
     if late_failed:
         heading += f"; {late_failed}"
+    done = c["outcomes"]
+    # (sent: its keys went in, but no screen showed it submitted)
+    words = {"sent": "unconfirmed"}
+    if any(done.get(k) for k in (*tasks.DELIVERED, "unsubmitted")):
+        heading += "; 24 h: " + ", ".join(f"{done[k]} {words.get(k, k)}" for k in
+                                          (*tasks.DELIVERED, "unsubmitted") if done.get(k))
     section(heading, rows, ["STATE", "TARGET", "ID", "WHEN", "#", "NOTE"], styles,
             "nothing scheduled")
 
@@ -638,10 +652,9 @@ def html(snap, refresh=REFRESH_S):
     for x in c["next"]:
         if x["late"]:
             continue
-        state = ("running" if x["status"] == "running" else "held" if x["held"]
-                 else "retry" if x["attempts"] else "next")
+        state = next_state(x)
         more = f" (+{x['count'] - 1} more)" if x["count"] > 1 else ""
-        rows.append(("warn" if state == "held" else None,
+        rows.append(("warn" if state in ("held", "deferred") else None,
                      (state, x["target"], _when(x["due"], now), x["note"] + more)))
     section("checkins", "Check-ins", sub,
             table(["state", "target", "when", "note"], rows, "Nothing scheduled."))

@@ -207,6 +207,18 @@ def failures(conn, since):
                         "ORDER BY at, id", (since,)).fetchall()
 
 
+def outcomes(conn, since, targets=None):
+    """How the attempts logged at or after SINCE went: {outcome: count}, for every
+    outcome a pass records (delivered, sent, recovered, unsubmitted, deferred, ...)."""
+    counts = {}
+    for target, outcome, n in conn.execute(
+            "SELECT target, outcome, COUNT(*) FROM attempts WHERE at >= ? GROUP BY target, "
+            "outcome", (since,)):
+        if targets is None or targets(target):
+            counts[outcome] = counts.get(outcome, 0) + n
+    return counts
+
+
 def due_targets(conn, now):
     """The (server, target) pairs with an occurrence that may be claimed now."""
     return conn.execute(f"SELECT DISTINCT server, target FROM tasks WHERE {CLAIMABLE} "
