@@ -77,19 +77,24 @@ def claim_and_die(agent, t, then):
 
 def test_a_runner_killed_between_paste_and_enter_costs_no_duplicate(tmux, run):
     agents = [tmux.agent("crash", f"w{i}", layout="claude") for i in range(30)]
-    ids = [add(run, a.target, f"FIRST-{i}", t=T0) for i, a in enumerate(agents)]
-    for agent in agents:
-        def paste(note, agent=agent):
-            tmux("send-keys", "-t", agent.target_exact(), "-l", note)
-            agent.wait_screen(f"❯\u00a0{note}")
-        claim_and_die(agent, T0, paste)
+    ids = [add(run, a.target, f"FIRST-{i}-", t=T0) for i, a in enumerate(agents)]
     for i, agent in enumerate(agents):
-        add(run, agent.target, f"SECOND-{i}", t=T0 + 1)
-    run_pass(run, T0 + 61)               # the leases have expired
-    run_pass(run, T0 + 65)
+        add(run, agent.target, f"SECOND-{i}-", t=T0 + 1)
+    # A real runner pastes into all 30 panes, then dies during its Enter delay.
+    runner = subprocess.Popen(["orch-sched", "run"],
+                              env=dict(os.environ, ORCH_ENTER_DELAY="30", ORCH_NOW=str(T0 + 2)))
+    try:
+        for i, agent in enumerate(agents):
+            agent.wait_screen(f"❯\u00a0FIRST-{i}-")
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+    assert all(b"\r" not in a.received() for a in agents)
+    run_pass(run, T0 + 3)            # the panes are free: their claims are taken over at once
+    run_pass(run, T0 + 6)
     for i, agent in enumerate(agents):
-        assert history(agent) == [f"FIRST-{i}", f"SECOND-{i}"], agent.target
-        assert agent.received() == f"FIRST-{i}\rSECOND-{i}\r".encode()
+        assert history(agent) == [f"FIRST-{i}-", f"SECOND-{i}-"], agent.target
+        assert agent.received().count(f"FIRST-{i}-".encode()) == 1
     for task_id in ids:
         assert outcomes(run, task_id) == ["expired", "delivered"]
 
