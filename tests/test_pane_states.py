@@ -253,3 +253,20 @@ def test_padded_lines_take_linear_time():
     for line in (" " * 200_000 + "x", "│ >" + " " * 200_000 + "x", " >" + " " * 200_000 + "x",
                  " " * 200_000 + "Working (3s", "─" * 200_000 + "x"):
         assert classify(line + "\n", NOW).state in STATES
+
+
+def test_an_input_holding_the_note_it_was_given():
+    from orch.panes import holds
+    note = "line 1\nline 2\nline 3\n" + "\n".join(f"line {i}" for i in range(4, 41))
+    draft = classify(screen("codex-idle.txt").replace("› Ask Codex to do anything",
+                                                      "› line 13  ↑"), NOW)
+    assert draft.state == "draft" and holds(draft, note)      # scrolled, with Codex's arrow
+    folded = classify(claude().replace(f"❯{NBSP}\n", f"❯{NBSP}[Pasted text #2 +39 lines]\n"),
+                      NOW)
+    assert holds(folded, note)
+    wrapped = classify(claude().replace(f"❯{NBSP}\n", f"❯{NBSP}please look at the\n"
+                                        "  build and report\n"), NOW)
+    assert holds(wrapped, "please look at the build and report")
+    other = classify(claude().replace(f"❯{NBSP}\n", f"❯{NBSP}something else\n"), NOW)
+    assert not holds(other, "please look at the build and report")
+    assert not holds(classify(claude(), NOW), "anything")

@@ -211,7 +211,9 @@ class Pass:
             again = []
             for pane_id, (pane, task, _) in list(watch.items()):
                 seen = panes.classify(pane.screen or "", clock.now(), cursor=pane.cursor)
-                held[pane_id] = panes.holds(seen, task["note"])
+                # Busy first: aider and the REPLs leave a submitted line looking like an
+                # input that holds it, and only their status (or cursor) says otherwise.
+                held[pane_id] = seen.state != "busy" and panes.holds(seen, task["note"])
                 if held[pane_id]:
                     if at >= CONFIRM_AGAIN_S and pane_id not in again_done:
                         again.append(pane_id)

@@ -258,8 +258,9 @@ def holds(state, note):
     text = state.text.removeprefix("❯").strip()
     if _FOLDED.fullmatch(text.split("\n")[0].strip()):
         return True
-    seen, whole = _compact(text), _compact(note)
-    return bool(seen) and (seen == whole or (len(seen) >= 20 and seen in whole))
+    # (Codex marks a scrolled input with an arrow; what shows may be any part of the note.)
+    seen, whole = _compact(text.replace("↑", "").replace("↓", "")), _compact(note)
+    return bool(seen) and (seen == whole or (len(seen) >= 4 and seen in whole))
 
 
 def submitted(screen, state, note):
