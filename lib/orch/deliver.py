@@ -287,7 +287,7 @@ class Pass:
             # Typed before and not confirmed: the screen says what became of it.
             if seen.state == "draft" and panes.holds(seen, task["note"]):
                 return "enter", seen
-            if seen.state in ("ready", "busy") and panes.submitted(pane.screen, seen,
+            if seen.state in ("ready", "busy") and panes.submitted(pane.screen or "", seen,
                                                                    task["note"]):
                 self.finish(task, "recovered", "already submitted: it shows above the "
                             "input", pane.id)

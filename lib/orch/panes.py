@@ -172,8 +172,8 @@ class PaneState(_Fields):
 
     def describe(self):
         """A short phrase for the log: `dialog open ("Esc to cancel")`."""
-        what = {"dialog": "dialog open", "busy": "agent busy", "draft": "text in the input",
-                "shell": "no agent running"}.get(self.state, self.state)
+        what = {"dialog": "dialog open", "busy": "agent busy",
+                "draft": "text in the input"}.get(self.state, self.state)
         return f"{what} ({_quote(self.evidence)})" if self.evidence else what
 
 
