@@ -36,8 +36,9 @@ lint: $(VENV)/.installed
 # runtime dependencies in $(PREFIX)/lib/orch/vendor (pip --target), so the
 # tools run with the system python3 and need nothing else installed.
 install:
-	install -d $(BINDIR) $(LIBDIR)/orch $(SHAREDIR)/hooks $(MANDIR)/man1 $(MANDIR)/man7
+	install -d $(BINDIR) $(LIBDIR)/orch/sync $(SHAREDIR)/hooks $(MANDIR)/man1 $(MANDIR)/man7
 	install -m 644 lib/orch/*.py $(LIBDIR)/orch/
+	install -m 644 lib/orch/sync/*.py $(LIBDIR)/orch/sync/
 	$(PYTHON) -m compileall -q $(LIBDIR)/orch
 	$(PYTHON) -m pip install -q --no-compile --target $(LIBDIR)/vendor docopt-ng
 	for s in $(SCRIPTS); do install -m 755 bin/$$s $(BINDIR)/; done

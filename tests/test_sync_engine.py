@@ -13,7 +13,10 @@ from gitrepo import Repo, git, snapshot, write
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 from orch import git as orch_git  # noqa: E402
-from orch import locks, store, worktrees  # noqa: E402
+from orch import locks, store  # noqa: E402
+from orch.sync import events as sync_events  # noqa: E402
+from orch.sync import hooks as sync_hooks  # noqa: E402
+from orch.sync import passes, repos, view  # noqa: E402
 
 
 @pytest.fixture
@@ -243,7 +246,7 @@ def test_a_predicted_conflict_changes_nothing_and_tells_the_mapped_agent_once(ru
     assert run("orch-sync", "now", f"--repo={repo.main}").returncode == 1
     assert len(checkins()) == 2  # the same conflicts are not told again
     conn = store.connect()
-    recorded = worktrees.recorded_conflicts(conn)
+    recorded = view.recorded_conflicts(conn)
     assert [(c["a"], c["b"], c["files"]) for c in recorded] == [("a1", "a2", ["shared"]),
                                                                ("a1", "main", ["shared"])]
     # A new file in conflict is news: the agent is told again (the pending note is updated).
@@ -256,7 +259,7 @@ def test_a_predicted_conflict_changes_nothing_and_tells_the_mapped_agent_once(ru
     write(os.path.join(a1, "shared"), "1\nboth\n3\n")
     git(a1, "commit", "-q", "-am", "resolve")
     assert run("orch-sync", "now", f"--repo={repo.main}").returncode == 0
-    assert worktrees.recorded_conflicts(conn) == []
+    assert view.recorded_conflicts(conn) == []
     assert run("orch-sync", "unmap", a1).returncode == 0
     assert run("orch-sync", "unmap", a1).returncode == 1
 
@@ -335,7 +338,7 @@ def test_events_during_a_pass_coalesce_into_one_more_pass(repo):
     hooks = os.path.join(repo.main, ".git", "hooks")
     conn = store.connect()
     r = orch_git.repo(repo.main)
-    events = worktrees.events_path(r, create=True)
+    events = sync_events.events_path(r, create=True)
     flag = os.path.join(repo.root, "burst-done")
     # The user's own hook fires when the pass moves a branch: at that moment three more
     # events arrive, as from agents committing while the pass runs.
@@ -346,16 +349,16 @@ def test_events_during_a_pass_coalesce_into_one_more_pass(repo):
 for i in 1 2 3; do printf 'reference-transaction\\trefs/heads/x\\t-\\n' >> '{events}'; done
 """)
     os.chmod(os.path.join(hooks, "reference-transaction"), 0o755)
-    worktrees.install(conn, r)
+    sync_hooks.install(conn, r)
     for i in range(4):
         repo.commit("main", {f"m{i}": f"{i}\n"})  # four events before any pass
     with open(events) as f:
         assert len(f.read().splitlines()) == 4
-    results = worktrees.process(r)
+    results = passes.process(r)
     assert len(results) == 2  # one pass for the four, exactly one more for the three
     assert os.path.exists(flag) and os.path.getsize(events) == 0
     assert repo.head("a1") == repo.head("main") == repo.head("a2")
-    assert worktrees.process(r) == []  # nothing left
+    assert passes.process(r) == []  # nothing left
 
 
 def test_one_pass_per_repository_at_a_time_and_repositories_in_parallel(run, tmp_path):
@@ -364,7 +367,7 @@ def test_one_pass_per_repository_at_a_time_and_repositories_in_parallel(run, tmp
     for r in (one, two):
         assert run("orch-sync", "install", f"--repo={r.main}").returncode == 0
         r.commit("main", {"m": "m\n"})
-    held = worktrees.lock_name(orch_git.repo(one.main))
+    held = repos.lock_name(orch_git.repo(one.main))
     with locks.held(held):
         proc = subprocess.Popen(["orch-sync", "run"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
@@ -395,7 +398,7 @@ def test_the_daemon_follows_commits_and_keeps_a_status_file(run, repo):
         base = repo.commit("main", {"base": f"{i}\n"})
         wait_until(lambda b=base: repo.head("a1") == b and repo.head("a2") == b, timeout=20,
                    what="the daemon to bring both worktrees to the new base")
-    status_file = worktrees.status_path()
+    status_file = view.status_path()
     wait_until(lambda: os.path.exists(status_file), what="the status file")
     with open(status_file) as f:
         text = f.read()
@@ -425,10 +428,10 @@ def test_dashboard_functions_read_what_was_recorded(run, repo):
     repo.commit("main", {"base": "b\n"})
     assert run("orch-sync", "now", f"--repo={repo.main}").returncode == 0
     conn = store.connect()
-    rows = worktrees.recorded_status(conn)
+    rows = view.recorded_status(conn)
     assert {os.path.basename(r["path"]): r["state"] for r in rows} == {
         "main": "synced", "a1": "updated", "a2": "updated"}
-    repos = worktrees.recorded_repos(conn)
+    repos = view.recorded_repos(conn)
     assert len(repos) == 1 and repos[0]["base"] == "main" and repos[0]["hooks"] is None
-    assert worktrees.recorded_conflicts(conn) == []
-    assert worktrees.daemon_pid() is None
+    assert view.recorded_conflicts(conn) == []
+    assert view.daemon_pid() is None

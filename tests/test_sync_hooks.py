@@ -14,7 +14,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "lib"))
 
 from orch import git as orch_git  # noqa: E402
-from orch import worktrees  # noqa: E402
+from orch.sync import events as sync_events  # noqa: E402
+from orch.sync import hooks as sync_hooks  # noqa: E402
 
 USER_RT = """#!/bin/sh
 # the user's own reference-transaction hook: logs its input, refuses refs/heads/blocked
@@ -32,7 +33,7 @@ exit 3
 
 
 def events_file(repo_dir):
-    return worktrees.events_path(orch_git.repo(repo_dir))
+    return sync_events.events_path(orch_git.repo(repo_dir))
 
 
 def events(repo_dir):
@@ -71,7 +72,7 @@ def test_install_uninstall_round_trip_restores_user_hooks_byte_for_byte(run, rep
     installed = tree_bytes(hooks)
     assert installed["reference-transaction.orch-chained"] == before["reference-transaction"]
     assert installed["post-checkout.orch-chained"] == before["post-checkout"]
-    assert worktrees.is_ours(os.path.join(hooks, "reference-transaction"))
+    assert sync_hooks.is_ours(os.path.join(hooks, "reference-transaction"))
 
     again = run("orch-sync", "install", f"--repo={repo.main}")  # idempotent
     assert again.returncode == 0, again.stderr
@@ -252,7 +253,7 @@ def test_install_refuses_to_overwrite_an_unknown_chained_hook(run, repo):
 def test_hook_scripts_are_posix_sh_and_shellcheck_clean():
     shellcheck = shutil.which("shellcheck") or os.path.join(os.path.dirname(sys.executable),
                                                             "shellcheck")
-    hooks = [os.path.join(ROOT, "hooks", name) for name in worktrees.HOOKS]
+    hooks = [os.path.join(ROOT, "hooks", name) for name in sync_hooks.HOOKS]
     for path in hooks:
         with open(path) as f:
             assert f.readline() == "#!/bin/sh\n"

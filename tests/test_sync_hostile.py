@@ -17,8 +17,11 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "lib"))
 
 from orch import git as orch_git  # noqa: E402
-from orch import store, worktrees  # noqa: E402
+from orch import store  # noqa: E402
 from orch.errors import OrchError  # noqa: E402
+from orch.sync import events as sync_events  # noqa: E402
+from orch.sync import hooks as sync_hooks  # noqa: E402
+from orch.sync import view  # noqa: E402
 
 VENV_BIN = os.path.dirname(sys.executable)
 USER_PC = "#!/bin/sh\nexit 0\n"
@@ -44,7 +47,7 @@ def with_user_hook(repo):
 def repo_rows():
     conn = store.connect()
     try:
-        return {r["repo"]: r["hooks"] for r in worktrees.recorded_repos(conn)}
+        return {r["repo"]: r["hooks"] for r in view.recorded_repos(conn)}
     finally:
         conn.close()
 
@@ -86,8 +89,8 @@ def test_install_and_uninstall_change_nothing_while_the_store_is_locked(two, her
         assert err.startswith("orch-sync: error: ") and err.count("\n") == 1
     assert {h: tree_bytes(hooks_of(h)) for h in (fresh, done)} == before
     assert repo_rows() == rows and rows[common_dir(done)] is not None
-    assert not os.path.exists(worktrees.events_path(orch_git.repo(fresh.main)))
-    assert os.path.exists(worktrees.events_path(orch_git.repo(done.main)))
+    assert not os.path.exists(sync_events.events_path(orch_git.repo(fresh.main)))
+    assert os.path.exists(sync_events.events_path(orch_git.repo(done.main)))
 
 
 def test_an_install_that_fails_half_way_is_taken_back(two):
@@ -100,12 +103,12 @@ def test_an_install_that_fails_half_way_is_taken_back(two):
     conn = store.connect()
     try:
         with pytest.raises(OrchError) as failed:
-            worktrees.install(conn, orch_git.repo(fresh.main))
+            sync_hooks.install(conn, orch_git.repo(fresh.main))
     finally:
         conn.close()
     assert failed.value.status == 73
     assert tree_bytes(hooks) == before and repo_rows() == rows
-    assert not os.path.exists(worktrees.events_path(orch_git.repo(fresh.main)))
+    assert not os.path.exists(sync_events.events_path(orch_git.repo(fresh.main)))
 
 
 def corrupt_sync_tables(state):
@@ -137,7 +140,7 @@ def test_install_uninstall_and_the_daemon_refuse_an_unreadable_store_changing_no
     r = run("orch-sync", "daemon", "--detach")
     assert (r.returncode, r.stdout) == (74, ""), r.stderr
     assert r.stderr.startswith("orch-sync: error: ") and r.stderr.count("\n") == 1
-    assert worktrees.daemon_pid() is None
+    assert view.daemon_pid() is None
 
 
 # --- the events file ---------------------------------------------------------------------
@@ -145,7 +148,7 @@ def test_install_uninstall_and_the_daemon_refuse_an_unreadable_store_changing_no
 def test_a_symlink_at_the_events_file_is_never_written_through(run, tmp_path):
     repo = Repo(tmp_path / "r", branches=("a1",))
     assert run("orch-sync", "install", f"--repo={repo.main}").returncode == 0
-    events = worktrees.events_path(orch_git.repo(repo.main))
+    events = sync_events.events_path(orch_git.repo(repo.main))
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
     os.unlink(events)
@@ -205,7 +208,7 @@ def test_without_git_run_and_daemon_fail_at_once(run, tmp_path):
         assert (r.returncode, r.stdout) == (69, ""), (argv, r.stderr)
         assert r.stderr.startswith("orch-sync: error: git is not installed")
         assert r.stderr.count("\n") == 1
-    assert worktrees.daemon_pid() is None
+    assert view.daemon_pid() is None
 
 
 def test_the_daemon_carries_on_when_git_vanishes_and_comes_back(run, tmp_path):
@@ -222,7 +225,7 @@ def test_the_daemon_carries_on_when_git_vanishes_and_comes_back(run, tmp_path):
                              stdout=subprocess.DEVNULL, stderr=err,
                              env=dict(os.environ, PATH=f"{bin_dir}:{VENV_BIN}"))
     try:
-        wait_until(lambda: os.path.exists(worktrees.status_path()), what="the first pass")
+        wait_until(lambda: os.path.exists(view.status_path()), what="the first pass")
         os.unlink(bin_dir / "git")
         repo.commit("main", {"base": "1\n"})
         wait_until(lambda: "orch-sync: error: " in log.read_text(), what="the failure logged")
@@ -243,7 +246,7 @@ def test_ctrl_c_stops_a_foreground_daemon_with_130_and_sigterm_with_0(tmp_path):
         # SIGINT as a terminal would deliver it, even if this test runs with it ignored.
         p = start("daemon", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
-            wait_until(lambda p=p: worktrees.daemon_pid() == p.pid or p.poll() is not None,
+            wait_until(lambda p=p: view.daemon_pid() == p.pid or p.poll() is not None,
                        what="the daemon to start")
         finally:
             p.send_signal(sig)
@@ -262,7 +265,7 @@ def test_a_newline_in_a_worktree_path_stays_inside_its_row(run, tmp_path):
     assert now.returncode == 0, now.stderr
     status = run("orch-sync", "status")
     assert status.returncode == 0, status.stderr
-    with open(worktrees.status_path()) as f:
+    with open(view.status_path()) as f:
         status_file = f.read()
     for text in (now.stdout, status.stdout, status_file):
         lines = text.splitlines()

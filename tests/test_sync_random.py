@@ -12,7 +12,8 @@ from gitrepo import Repo, git, snapshot, write
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 from orch import git as orch_git  # noqa: E402
-from orch import store, worktrees  # noqa: E402
+from orch import store  # noqa: E402
+from orch.sync import passes, view  # noqa: E402
 
 AGENTS = ("a1", "a2", "a3", "a4")
 FILES = ("one.txt", "two.txt", "three.txt", "four.txt", "five.txt", "six.txt")
@@ -81,7 +82,7 @@ def test_random_histories_keep_every_commit_and_every_edit(tmp_path, seed):
         heads = {b: repo.head(b) for b in AGENTS}
         policy = policy or rnd.choice(["merge", "merge", "ff-only"])
         git(repo.main, "config", "orch.policy", policy)
-        outcomes, _ = worktrees.sync_pass(conn, r)
+        outcomes, _ = passes.sync_pass(conn, r)
         for b in dirty:
             assert snapshot(repo.path(b)) == before[b], f"{b} was touched while dirty"
             assert repo.head(b) == heads[b]
@@ -118,5 +119,5 @@ def test_random_histories_keep_every_commit_and_every_edit(tmp_path, seed):
         if not files:
             assert repo.contains(branch, main), f"{branch} can merge the base but lacks it"
         else:
-            row = next(o for o in worktrees.recorded_status(conn) if o["branch"] == branch)
+            row = next(o for o in view.recorded_status(conn) if o["branch"] == branch)
             assert row["state"] == "conflict" and row["files"] == files

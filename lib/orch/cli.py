@@ -11,6 +11,7 @@ import sys
 
 from . import errors
 from .errors import OrchError
+from .text import porcelain_field, table_lines
 
 PLACEHOLDER = "\x00free"
 
@@ -161,16 +162,6 @@ def colour_on(stream=None):
     return not os.environ.get("NO_COLOR") and stream.isatty()
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def porcelain_field(value):
-    """One porcelain field: None -> '', and tab, newline, CR, backslash escaped."""
-    if value is None:
-        return ""
-    return str(value).translate(_ESCAPES)
-
-
 def print_porcelain(rows):
     sys.stdout.write("".join("\t".join([porcelain_field(v) for v in row]) + "\n"
                              for row in rows))
@@ -181,56 +172,9 @@ def print_json(obj):
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
-def truncate(text, width):
-    """Shorten TEXT to WIDTH characters with an ellipsis; newlines shown as a symbol."""
-    text = visible("" if text is None else str(text))
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
-
-
 def print_table(rows, headers, width=80):
     lines = table_lines(rows, headers, width)
     if lines:
         sys.stdout.write("\n".join(lines) + "\n")
 
 
-def table_lines(rows, headers, width=80):
-    """A plain table, columns two spaces apart, as lines (none without rows); the
-    last column is truncated so that no line exceeds WIDTH.  (Written here
-    rather than with tabulate, whose import alone costs four times an
-    interpreter's start-up.)"""
-    if not rows:
-        return []
-    rows = [[cli_cell(v) for v in row] for row in rows]
-    widths = [max(text_width(r[i]) for r in [headers, *rows]) for i in range(len(headers) - 1)]
-    room = max(width - sum(widths) - 2 * len(widths), 8)
-    out = []
-    for row in [headers, *rows]:
-        cells = [c + " " * (w - text_width(c)) for c, w in zip(row[:-1], widths, strict=True)]
-        out.append("  ".join([*cells, truncate(row[-1], room)]).rstrip())
-    return out
-
-
-def text_width(text):
-    """Terminal columns TEXT takes: wide (East Asian) characters count two."""
-    if text.isascii():
-        return len(text)
-    import unicodedata
-    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
-
-
-def cli_cell(value):
-    return "" if value is None else visible(str(value))
-
-
-_CONTROLS = {c: "\ufffd" for c in [*range(0x20), 0x7f, *range(0x80, 0xa0)]}
-_CONTROLS.update({ord("\n"): "⏎", ord("\t"): " "})
-
-
-_CONTROLS_BUT_LINES = {**_CONTROLS, ord("\n"): "\n", ord("\t"): "\t"}
-
-
-def visible(text, lines=False):
-    """TEXT safe to show on a terminal: control characters (escape sequences,
-    carriage returns) as U+FFFD; newlines as ⏎ and tabs as spaces, unless
-    LINES keeps them."""
-    return text.replace("\r\n", "\n").translate(_CONTROLS_BUT_LINES if lines else _CONTROLS)

@@ -27,7 +27,7 @@ Options:
 import os
 import sys
 
-from . import __version__, cli, clock, locks
+from . import __version__, cli, clock, locks, text
 from .errors import NO, OrchError
 
 PROG = "orch-lock"
@@ -84,7 +84,7 @@ def _held(name, code):
         from . import clock
         by = f" by pid {record['pid']}"
         if record.get("command"):
-            by += f" ({cli.truncate(record['command'], 40)})"
+            by += f" ({text.truncate(record['command'], 40)})"
         if record.get("since"):
             by += f" since {clock.local(record['since'])}"
     return OrchError(f"lock {name} is held{by}", code)
@@ -135,7 +135,7 @@ def cmd_ls(args):
         cli.print_porcelain((o["session"], o["project"], o["state"], clock.iso(o["created"]),
                              o["dir"]) for o in rows)
     else:
-        cli.print_table([(o["session"], cli.truncate(o["project"], 20), o["state"],
+        cli.print_table([(o["session"], text.truncate(o["project"], 20), o["state"],
                           clock.local(o["created"]), o["dir"]) for o in rows],
                         ["SESSION", "PROJECT", "STATE", "CREATED", "DIR"])
     return 0

@@ -45,7 +45,7 @@ import os
 import signal
 import sys
 
-from . import __version__, cli, clock, store, tasks
+from . import __version__, cli, clock, store, tasks, text
 from .errors import DATAERR, NO, UNAVAILABLE, OrchError
 
 PROG = "orch-sched"
@@ -93,7 +93,7 @@ def cmd_add(args):
     print(task_id, flush=True)
     found = lookup.result([target])[target]
     if isinstance(found, tmux.Missing):
-        print(f"{PROG}: warning: {cli.visible(target)}: {cli.visible(str(found))} (the check-in "
+        print(f"{PROG}: warning: {text.visible(target)}: {text.visible(str(found))} (the check-in "
               "is stored and will be tried when due)", file=sys.stderr)
     return 0
 
@@ -112,7 +112,7 @@ def _statuses(args):
 def cmd_list(args):
     conn = store.connect()
     if args["--porcelain"]:
-        esc = cli.porcelain_field
+        esc = text.porcelain_field
         sys.stdout.write("".join(
             f"{i}\t{status}\t{due}\t{esc(target)}\t{'' if every is None else every}\t{tries}\t"
             f"{esc(account)}\t{esc(key)}\t{esc(note)}\n"
@@ -124,7 +124,7 @@ def cmd_list(args):
         cli.print_json([tasks.as_json(r) for r in rows])
     else:
         now = clock.now()
-        cli.print_table([(r["id"], cli.truncate(r["target"], 16),
+        cli.print_table([(r["id"], text.truncate(r["target"], 16),
                           f"{clock.local(r['due'], with_date=False)} "
                           f"({clock.relative(r['due'], now)})",
                           clock.fmt_duration(r["every_s"]) if r["every_s"] else "",
@@ -153,14 +153,14 @@ def cmd_show(args):
     obj = tasks.as_json(task)
     note = obj.pop("note")
     for key, value in obj.items():
-        print(f"{key}: {'' if value is None else cli.visible(str(value))}")
+        print(f"{key}: {'' if value is None else text.visible(str(value))}")
     print("note:")
-    print(cli.visible(note, lines=True))
+    print(text.visible(note, lines=True))
     if history:
         print("log:")
         for a in history:
             print(f"  {clock.local(a['at'])}  {a['outcome']}  "
-                  f"{cli.visible(a['detail'] or '')}".rstrip())
+                  f"{text.visible(a['detail'] or '')}".rstrip())
     return 0
 
 
@@ -221,7 +221,7 @@ def cmd_status(args):
         print(f"overdue: {len(late)}" + (f" ({', '.join(str(t['id']) for t in late)})"
                                          if late else ""))
         print(f"waiting: {len(waits)}" + "".join(
-            f"\n  {t['id']} {cli.visible(t['target'])}: {cli.visible(t['reason'] or '')}"
+            f"\n  {t['id']} {text.visible(t['target'])}: {text.visible(t['reason'] or '')}"
             for t in waits))
     return 0 if healthy else NO
 
@@ -242,7 +242,7 @@ def cmd_log(args):
         cli.print_porcelain((clock.iso(a["at"]), a["task_id"], a["target"], a["pane"],
                              a["outcome"], a["detail"]) for a in rows)
     else:
-        cli.print_table([(clock.local(a["at"]), a["task_id"], cli.truncate(a["target"], 16),
+        cli.print_table([(clock.local(a["at"]), a["task_id"], text.truncate(a["target"], 16),
                           a["outcome"], a["detail"]) for a in rows],
                         ["AT", "TASK", "TARGET", "OUTCOME", "DETAIL"])
     return 0
@@ -313,7 +313,7 @@ def cmd_check(args):
     else:
         for key, value in seen.as_json().items():
             if value is not None and (key != "menu" or seen.limit):
-                print(f"{key}: {cli.visible(str(value))}")
+                print(f"{key}: {text.visible(str(value))}")
     return 0 if seen.typable else NO
 
 

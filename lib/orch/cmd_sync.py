@@ -27,8 +27,9 @@ Options:
 
 import sys
 
-from . import __version__, cli, clock, git, store, worktrees
+from . import __version__, cli, clock, git, store, sync
 from .errors import NO, UNAVAILABLE, OrchError
+from .sync import events, hooks, passes, predict, repos, view
 
 PROG = "orch-sync"
 VERBS = ("install", "uninstall", "run", "daemon", "now", "status", "conflicts", "map", "unmap")
@@ -57,27 +58,27 @@ def _repo(args):
 def _installed_repos(args, conn):
     """The repositories named by --repo (each must be installed), else every installed one."""
     if not _dirs(args):
-        return worktrees.installed(conn)
-    known = {r.common_dir: r for r in worktrees.installed(conn)}
-    repos = []
+        return repos.installed(conn)
+    known = {r.common_dir: r for r in repos.installed(conn)}
+    found = []
     for directory in _dirs(args):
         repo = git.repo(directory)
         if repo.common_dir not in known:
             raise OrchError(f"orch-sync is not installed in {repo.top} (run: orch-sync install "
                             f"--repo={repo.top})", UNAVAILABLE)
-        repos.append(repo)
-    return repos
+        found.append(repo)
+    return found
 
 
 def cmd_install(args):
     repo = _repo(args)
-    print(worktrees.install(store.connect(), repo))
+    print(hooks.install(store.connect(), repo))
     return 0
 
 
 def cmd_uninstall(args):
     repo = _repo(args)
-    warnings = worktrees.uninstall(store.connect(), repo)
+    warnings = hooks.uninstall(store.connect(), repo)
     for text in warnings:
         print(f"{PROG}: warning: {text}", file=sys.stderr)
     return NO if warnings else 0
@@ -86,7 +87,7 @@ def cmd_uninstall(args):
 def cmd_run(args):
     git.git_bin()  # even with nothing to do: a cron job without git should say so
     conn = store.connect()
-    failed = worktrees.run_events(_installed_repos(args, conn))
+    failed = passes.run_events(_installed_repos(args, conn))
     for _top, message in failed:
         print(f"{PROG}: error: {message}", file=sys.stderr)
     return NO if failed else 0
@@ -99,13 +100,13 @@ def cmd_daemon(args):
     # Fail here, in the foreground, on what would make every pass fail.
     git.git_bin()
     conn = store.connect()
-    worktrees.check_store(conn)
+    repos.check_store(conn)
     only = _installed_repos(args, conn) if _dirs(args) else None
     conn.close()
-    daemon = Daemon(worktrees.DAEMON_LOCK)
+    daemon = Daemon(sync.DAEMON_LOCK, wake_fifo=events.wake_path())
 
     def loop(d):
-        worktrees.serve(d, only)
+        passes.serve(d, only)
 
     if args["--detach"]:
         print(daemon.detach(loop, "orch-sync.log"))
@@ -116,23 +117,23 @@ def cmd_daemon(args):
 
 def cmd_now(args):
     repo = _repo(args)
-    worktrees.process(repo, force=True, once=True)
+    passes.process(repo, force=True, once=True)
     conn = store.connect()
-    rows = worktrees.recorded_status(conn, repo.common_dir)
+    rows = view.recorded_status(conn, repo.common_dir)
     _print_status(conn, rows, args, repo.common_dir)
-    return NO if worktrees.attention(rows) else 0
+    return NO if view.attention(rows) else 0
 
 
 def cmd_status(args):
     conn = store.connect()
     repo = _repo(args).common_dir if _dirs(args) else None
-    rows = worktrees.recorded_status(conn, repo)
+    rows = view.recorded_status(conn, repo)
     if repo and not rows:
         print(f"{PROG}: no pass recorded for {_dirs(args)[0]} yet (run: orch-sync now)",
               file=sys.stderr)
         return NO
     _print_status(conn, rows, args, repo)
-    return NO if worktrees.attention(rows) else 0
+    return NO if view.attention(rows) else 0
 
 
 def _detail(r):
@@ -154,12 +155,12 @@ def _print_status(conn, rows, args, repo):
                              None if r["dirty"] is None else int(r["dirty"]), r["state"],
                              clock.iso(r["last_sync"]), r["top"], _detail(r)) for r in rows)
     else:
-        sys.stdout.write(worktrees.status_text(conn, repo))
+        sys.stdout.write(view.status_text(conn, repo))
 
 
 def cmd_conflicts(args):
     repo = _repo(args)
-    ctx, pairs = worktrees.conflicts_now(store.connect(), repo)
+    ctx, pairs = predict.conflicts_now(store.connect(), repo)
     if args["--json"]:
         cli.print_json(pairs)
     elif args["--porcelain"]:
@@ -182,13 +183,13 @@ def cmd_conflicts(args):
 def cmd_map(args):
     from . import tmux
     target = tmux.check_target(args["TARGET"])
-    print(worktrees.map_target(store.connect(), args["WORKTREE"], target,
+    print(predict.map_target(store.connect(), args["WORKTREE"], target,
                                tmux.server_from_env()))
     return 0
 
 
 def cmd_unmap(args):
-    if worktrees.unmap_target(store.connect(), args["WORKTREE"]) is None:
+    if predict.unmap_target(store.connect(), args["WORKTREE"]) is None:
         print(f"{PROG}: error: no target is mapped for {args['WORKTREE']}", file=sys.stderr)
         return NO
     return 0

@@ -28,7 +28,7 @@ class Daemon:
         self.wake_fifo = wake_fifo
         self.stopping = threading.Event()
         self.stopped_by = None  # the signal that stopped the loop, if one did
-        self._sig_r = self._fifo = None
+        self._sig_r = self._fifo = self._fifo_w = None
 
     def running_pid(self):
         record = locks.read_holder(self.name)
@@ -105,11 +105,19 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         if self.wake_fifo:
-            self._fifo = _open_fifo(self.wake_fifo)
+            self._fifo, self._fifo_w = _open_fifo(self.wake_fifo)
 
     def _on_signal(self, signum, frame):
         self.stopped_by = signum
         self.stopping.set()
+
+    def poke(self):
+        """Wake the loop from another thread of this process (a worker that ended)."""
+        if self._fifo_w is not None:
+            try:
+                os.write(self._fifo_w, b"\n")
+            except OSError:
+                pass  # full: it is awake already
 
     def sleep(self, timeout):
         """Sleep up to TIMEOUT seconds, returning early when woken or told to stop."""
@@ -134,8 +142,7 @@ def _open_fifo(path):
         raise OrchError(f"{path} exists and is not a FIFO", TEMPFAIL)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
     # Hold a write end too: with no writer left, select() would report EOF forever.
-    os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    return fd
+    return fd, os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
 
 def _redirect(log_path):

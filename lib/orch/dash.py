@@ -32,8 +32,9 @@ Rules:
 import os
 import time
 
-from . import cli, clock, locks, store, tasks
+from . import clock, locks, store, tasks
 from .errors import OrchError
+from .text import porcelain_field, table_lines, text_width, truncate
 
 VERSION = 1
 DAY = 86400.0
@@ -140,7 +141,8 @@ def blind_holds(conn, now):
 
 def gather(conn, project=None, now=None):
     """One snapshot of every section (times as epoch seconds)."""
-    from . import limits, worktrees
+    from . import limits, sync
+    from .sync import view
     now = clock.now() if now is None else now
     owns = owner(project)
     errors = []
@@ -203,7 +205,7 @@ def gather(conn, project=None, now=None):
                           age_s=max(0, round(now - o["created"]))))
 
     # Locks: every holder but the daemons', which their own sections show
-    hidden = {tasks.DAEMON_LOCK, worktrees.DAEMON_LOCK}
+    hidden = {tasks.DAEMON_LOCK, sync.DAEMON_LOCK}
     held_locks = []
     for r in locks.recorded():
         if r["name"] in hidden or (owns is not None and not owns(r["name"])):
@@ -215,11 +217,11 @@ def gather(conn, project=None, now=None):
                            "note": r.get("note")})
 
     # Sync: what the last passes recorded (no git)
-    every = worktrees.recorded_status(conn)
-    repos = [r for r in worktrees.recorded_repos(conn) if repo_owned(owns, r, every)]
+    every = view.recorded_status(conn)
+    repos = [r for r in view.recorded_repos(conn) if repo_owned(owns, r, every)]
     wanted = {r["repo"] for r in repos}
     trees = [w for w in every if w["repo"] in wanted]
-    pairs = [c for c in worktrees.recorded_conflicts(conn) if c["repo"] in wanted]
+    pairs = [c for c in view.recorded_conflicts(conn) if c["repo"] in wanted]
     sync_repos = []
     for r in repos:
         sync_repos.append({
@@ -234,7 +236,7 @@ def gather(conn, project=None, now=None):
                                               "first_seen", "last_seen")}
                           for c in pairs if c["repo"] == r["repo"]],
         })
-    sync_pid = worktrees.daemon_pid()
+    sync_pid = view.daemon_pid()
 
     return {
         "version": VERSION, "generated": now, "project": project,
@@ -308,7 +310,7 @@ def records(snap):
 
 
 def porcelain_text(snap):
-    field = cli.porcelain_field
+    field = porcelain_field
     return "".join("\t".join(field(v) for v in rec) + "\n" for rec in records(snap))
 
 
@@ -360,16 +362,16 @@ def summary(snap):
 
 
 def _table(rows, headers, width):
-    return cli.table_lines(rows, headers, width)
+    return table_lines(rows, headers, width)
 
 
 def clip(line, width):
     """LINE cut to WIDTH terminal columns (with an ellipsis)."""
-    if cli.text_width(line) <= width:
+    if text_width(line) <= width:
         return line
     out, used = [], 0
     for ch in line:
-        w = cli.text_width(ch)
+        w = text_width(ch)
         if used + w > width - 1:
             break
         out.append(ch)
@@ -379,9 +381,9 @@ def clip(line, width):
 
 def sections_text(snap, width=80):
     """The human view as (line, style) pairs; style None, 'bad', 'warn', 'ok' or 'head'."""
-    from .worktrees import state_text
+    from .sync.view import state_text
     now = snap["generated"]
-    t = cli.truncate
+    t = truncate
     out = []
     title = f"orch-dash  {clock.local(now)[:16]}"
     if snap["project"]:
@@ -517,7 +519,8 @@ def text(snap, width=80, colour=False):
 
 def line(conn, ascii=False, project=None, now=None):
     """One short line for tmux's status-right, and whether anything needs attention."""
-    from . import worktrees
+    from . import sync
+    from .sync import view
     now = clock.now() if now is None else now
     owns = owner(project)
 
@@ -531,23 +534,23 @@ def line(conn, ascii=False, project=None, now=None):
         mine(t) for t in limited_targets(conn, a["name"]))]
     failed = [a for a in tasks.failures(conn, now - DAY) if mine(a["target"])]
     scheduler = locks.read_holder(tasks.DAEMON_LOCK) is not None
-    every = worktrees.recorded_status(conn)
-    repos = {r["repo"] for r in worktrees.recorded_repos(conn) if repo_owned(owns, r, every)}
+    every = view.recorded_status(conn)
+    repos = {r["repo"] for r in view.recorded_repos(conn) if repo_owned(owns, r, every)}
     trees = [w for w in every if w["repo"] in repos]
-    hidden = {tasks.DAEMON_LOCK, worktrees.DAEMON_LOCK}
+    hidden = {tasks.DAEMON_LOCK, sync.DAEMON_LOCK}
     n_locks = sum(1 for r in locks.recorded() if r["name"] not in hidden
                   and (owns is None or owns(r["name"])))
     attention = reasons(failed, late, pending, scheduler, trees, now, waits, blind)
     n_conf = sum(1 for w in trees if w["state"] == "conflict")
-    sync = ("" if not repos else "ok" if not n_conf else f"{n_conf}!")
+    sync_mark = ("" if not repos else "ok" if not n_conf else f"{n_conf}!")
     check_ins, alarm, lock, synced = LINE_ASCII if ascii else LINE_SYMBOLS
     parts = [f"{check_ins}{pending}"]
     if attention:
         parts.append(f"{alarm}{len(attention)}")
     if n_locks:
         parts.append(f"{lock}{n_locks}")
-    if sync:
-        parts.append(f"{synced}{sync}")
+    if sync_mark:
+        parts.append(f"{synced}{sync_mark}")
     return " ".join(parts), bool(attention)
 
 

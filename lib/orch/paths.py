@@ -103,3 +103,20 @@ def write_atomic(path, data, mode=FILE_MODE, durable=True, status=IOERR):
         except OSError:
             pass
         raise OrchError(f"cannot write {path}: {e.strerror}", status) from None
+
+
+def poke_fifo(path):
+    """Write one byte to the FIFO at PATH if a process reads it; never block, never
+    follow a symlink, never write to anything but a FIFO."""
+    import stat
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return  # ENXIO: nobody is reading; ENOENT: nobody ever did
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, b"\n")
+    except OSError:
+        pass  # EAGAIN: the pipe is full, which already means "wake up"
+    finally:
+        os.close(fd)

@@ -19,7 +19,6 @@ Rules:
 
 import os
 import re
-import stat
 
 from . import clock, paths, store
 from .errors import DATAERR, TEMPFAIL, OrchError
@@ -477,17 +476,7 @@ def wake_path():
 
 def wake():
     """Tell a sleeping daemon that the tasks changed (no-op when none listens)."""
-    try:
-        fd = os.open(wake_path(), os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return  # ENXIO: no daemon is reading; ENOENT: none ever ran
-    try:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            os.write(fd, b"\n")
-    except OSError:
-        pass  # EAGAIN: the pipe is full, which already means "wake up"
-    finally:
-        os.close(fd)
+    paths.poke_fifo(wake_path())
 
 
 def as_json(task):

@@ -1,0 +1,17 @@
+"""orch-sync's engine, one job a module.
+
+  repos    the repositories served: their key, lock, state files and registry row
+  hooks    installing and removing the git hooks (chaining any that were there)
+  events   the events file the hooks append to, and the FIFO that wakes the daemon
+  context  what a pass knows about its repository: configuration, policy, base
+  engine   the only code that moves a worktree: look, decide, move, recover
+  predict  the merge-tree conflict matrix, the notices to agents, the target map
+  passes   one pass over a repository, passes on events, the daemon loop
+  view     what passes recorded, for status, the status file and orch-dash
+
+Arrows run down this list's dependencies only: nothing here imports a
+command line (cmd_*) or cli.
+"""
+
+QUIET = {"ORCH_SYNC_QUIET": "1"}  # our hooks record nothing for our own git commands
+DAEMON_LOCK = "orch-sync.daemon"  # held by the one orch-sync daemon (locks.py)

@@ -1,0 +1,68 @@
+"""Text as orch shows it: fields for porcelain, cells and tables for people, and
+any string made safe for a terminal.
+
+Rules: nothing from outside (a note, a path, a branch, a file name, git's
+message) reaches a terminal with its control characters: escape sequences,
+carriage returns and the like show as U+FFFD, and a newline as a symbol, so
+each record stays one line.  Widths count terminal columns (wide characters
+take two).  Used by the command lines and by the domain modules that render
+views (the dashboard, the sync status file); it imports nothing of orch.
+"""
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def porcelain_field(value):
+    """One porcelain field: None -> '', and tab, newline, CR, backslash escaped."""
+    if value is None:
+        return ""
+    return str(value).translate(_ESCAPES)
+
+
+def truncate(text, width):
+    """Shorten TEXT to WIDTH characters with an ellipsis; newlines shown as a symbol."""
+    text = visible("" if text is None else str(text))
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def table_lines(rows, headers, width=80):
+    """A plain table, columns two spaces apart, as lines (none without rows); the
+    last column is truncated so that no line exceeds WIDTH.  (Written here
+    rather than with tabulate, whose import alone costs four times an
+    interpreter's start-up.)"""
+    if not rows:
+        return []
+    rows = [[cell(v) for v in row] for row in rows]
+    widths = [max(text_width(r[i]) for r in [headers, *rows]) for i in range(len(headers) - 1)]
+    room = max(width - sum(widths) - 2 * len(widths), 8)
+    out = []
+    for row in [headers, *rows]:
+        cells = [c + " " * (w - text_width(c)) for c, w in zip(row[:-1], widths, strict=True)]
+        out.append("  ".join([*cells, truncate(row[-1], room)]).rstrip())
+    return out
+
+
+def text_width(text):
+    """Terminal columns TEXT takes: wide (East Asian) characters count two."""
+    if text.isascii():
+        return len(text)
+    import unicodedata
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def cell(value):
+    return "" if value is None else visible(str(value))
+
+
+_CONTROLS = {c: "\ufffd" for c in [*range(0x20), 0x7f, *range(0x80, 0xa0)]}
+_CONTROLS.update({ord("\n"): "⏎", ord("\t"): " "})
+
+
+_CONTROLS_BUT_LINES = {**_CONTROLS, ord("\n"): "\n", ord("\t"): "\t"}
+
+
+def visible(text, lines=False):
+    """TEXT safe to show on a terminal: control characters (escape sequences,
+    carriage returns) as U+FFFD; newlines as ⏎ and tabs as spaces, unless
+    LINES keeps them."""
+    return text.replace("\r\n", "\n").translate(_CONTROLS_BUT_LINES if lines else _CONTROLS)
