@@ -97,7 +97,7 @@ def test_ff_only_and_report_policies(run, repo):
 
     git(repo.main, "config", "orch.policy", "sideways")
     res = run("orch-sync", "now", f"--repo={repo.main}", "--json")
-    assert res.returncode == 1
+    assert res.returncode == 69 and "bad orch.policy" in res.stderr
     assert all("bad orch.policy" in r["reason"] for r in json.loads(res.stdout))
 
 
@@ -262,6 +262,34 @@ def test_a_predicted_conflict_changes_nothing_and_tells_the_mapped_agent_once(ru
     assert view.recorded_conflicts(conn) == []
     assert run("orch-sync", "unmap", a1).returncode == 0
     assert run("orch-sync", "unmap", a1).returncode == 1
+
+
+def test_a_pass_that_cannot_see_its_base_leaves_conflicts_as_they_were(run, repo):
+    a1 = repo.path("a1")
+    repo.commit("a1", {"shared": "1\nA1\n3\n"})
+    repo.commit("main", {"shared": "1\nMAIN\n3\n"})
+    assert run("orch-sync", "map", a1, "agents:1").returncode == 0
+    assert run("orch-sync", "now", f"--repo={repo.main}").returncode == 1
+    listed = run("orch-sched", "list", "--porcelain")
+    told = [line.split("\t")[0] for line in listed.stdout.splitlines()]
+    assert listed.returncode == 0 and len(told) == 2
+    assert run("orch-sched", "cancel", *told).returncode == 0  # as if both were delivered
+    conn = store.connect()
+    before = view.recorded_conflicts(conn, open_only=False)
+    assert {c["status"] for c in before} == {"open"}
+    for key, value in (("orch.base", "no-such-branch"), ("orch.policy", "sideways")):
+        git(repo.main, "config", key, value)
+        res = run("orch-sync", "now", f"--repo={repo.main}")
+        assert res.returncode == 69 and value in res.stderr
+        assert view.recorded_conflicts(conn, open_only=False) == before
+        git(repo.main, "config", "--unset", key)
+    # The next good pass finds the same conflicts: nothing reopened, nobody told again.
+    assert run("orch-sync", "now", f"--repo={repo.main}").returncode == 1
+    after = view.recorded_conflicts(conn, open_only=False)
+    assert [(c["a"], c["b"], c["status"], c["first_seen"]) for c in after] == \
+        [(c["a"], c["b"], c["status"], c["first_seen"]) for c in before]
+    listed = run("orch-sched", "list", "--porcelain")
+    assert listed.returncode == 0 and listed.stdout == ""
 
 
 def test_the_conflict_matrix(run, repo):

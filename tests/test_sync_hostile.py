@@ -178,17 +178,17 @@ def test_orch_remote_and_orch_base_cannot_inject_options(run, tmp_path):
         if configured:  # a remote of that very name: still an option to git
             git(repo.main, "config", f"remote.{evil}.url", str(origin))
         r = run("orch-sync", "now", f"--repo={repo.main}", "--json")
-        assert r.returncode == 1, r.stderr
+        assert r.returncode == 69 and "bad orch.remote" in r.stderr
         rows = json.loads(r.stdout)
         assert rows and all("bad orch.remote" in row["reason"] for row in rows)
         assert not pwned.exists()
     git(repo.main, "config", "orch.remote", str(origin))  # a URL, not a configured remote
     r = run("orch-sync", "now", f"--repo={repo.main}", "--json")
-    assert r.returncode == 1 and "bad orch.remote" in json.loads(r.stdout)[0]["reason"]
+    assert r.returncode == 69 and "bad orch.remote" in json.loads(r.stdout)[0]["reason"]
     git(repo.main, "config", "--unset", "orch.remote")
     git(repo.main, "config", "orch.base", f"--output={tmp_path / 'written'}")
     r = run("orch-sync", "now", f"--repo={repo.main}", "--json")
-    assert r.returncode == 1 and "bad orch.base" in json.loads(r.stdout)[0]["reason"]
+    assert r.returncode == 69 and "bad orch.base" in json.loads(r.stdout)[0]["reason"]
     assert not (tmp_path / "written").exists()
     # A good remote still works.
     git(repo.main, "config", "--unset", "orch.base")

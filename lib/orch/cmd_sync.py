@@ -27,7 +27,7 @@ Options:
 
 import sys
 
-from . import __version__, cli, clock, git, store, sync
+from . import __version__, cli, clock, git, store, sync, text
 from .errors import NO, UNAVAILABLE, OrchError
 from .sync import events, hooks, passes, predict, repos, view
 
@@ -121,6 +121,11 @@ def cmd_now(args):
     conn = store.connect()
     rows = view.recorded_status(conn, repo.common_dir)
     _print_status(conn, rows, args, repo.common_dir)
+    error = next((r["error"] for r in view.recorded_repos(conn)
+                  if r["repo"] == repo.common_dir), None)
+    if error:  # no base to compare with: nothing was synced or predicted
+        print(f"{PROG}: error: {text.visible(f'{repo.top}: {error}')}", file=sys.stderr)
+        return UNAVAILABLE
     return NO if view.attention(rows) else 0
 
 

@@ -25,12 +25,15 @@ def sync_pass(conn, repo, lines=()):
     trees = context.worktrees(ctx)
     ctx.resolve(trees)
     outcomes = _parallel(lambda wt: engine.look_and_sync(ctx, wt), trees)
-    pairs = predict.matrix(conn, ctx, outcomes) if ctx.base_commit else []
-    now = clock.now()
-    record(conn, ctx, outcomes, pairs, now, lines)
-    predict.notify(conn, ctx, outcomes)
+    # A pass that could not see its base (a failed fetch, a bad orch.base) knows
+    # nothing about conflicts: it leaves them as recorded, so none is resolved
+    # and reopened, and nobody is told twice.
+    pairs = None if ctx.error else predict.matrix(conn, ctx, outcomes)
+    record(conn, ctx, outcomes, pairs, clock.now(), lines)
+    if pairs is not None:
+        predict.notify(conn, ctx, outcomes)
     view.write_status_file(conn)
-    return outcomes, pairs
+    return outcomes, pairs or []
 
 
 def _parallel(fn, items):
@@ -48,6 +51,8 @@ def _parallel(fn, items):
 
 
 def record(conn, ctx, outcomes, pairs, now, lines=()):
+    """Write what one pass found: the repository's row, one row per worktree, and
+    (unless PAIRS is None) the conflicts."""
     import json
     repo = ctx.repo
     repos.register(conn, repo)
@@ -79,7 +84,8 @@ def record(conn, ctx, outcomes, pairs, now, lines=()):
         marks = ", ".join("?" * len(seen))
         conn.execute(f"DELETE FROM sync_worktrees WHERE repo = ? AND path NOT IN ({marks})",
                      (repo.common_dir, *seen))
-        predict.record_conflicts(conn, ctx, pairs, now)
+        if pairs is not None:
+            predict.record_conflicts(conn, ctx, pairs, now)
 
 
 def process(repo, force=False, once=False, stopping=None):
