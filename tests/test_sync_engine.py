@@ -190,7 +190,7 @@ def test_a_worktree_whose_index_is_locked_is_left_alone(run, repo):
     res = run("orch-sync", "now", f"--repo={repo.main}", "--json")
     assert res.returncode == 1
     rows = {os.path.basename(r["path"]): r for r in json.loads(res.stdout)}
-    assert rows["a1"]["reason"] == "a git command is running in it (index.lock exists)"
+    assert rows["a1"]["reason"] == "index.lock held"
     assert snapshot(a1) == before and os.path.exists(lock)
     os.unlink(lock)
     assert run("orch-sync", "now", f"--repo={repo.main}").returncode == 0

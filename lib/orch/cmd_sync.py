@@ -79,8 +79,8 @@ def cmd_install(args):
 def cmd_uninstall(args):
     repo = _repo(args)
     warnings = hooks.uninstall(store.connect(), repo)
-    for text in warnings:
-        print(f"{PROG}: warning: {text}", file=sys.stderr)
+    for warning in warnings:
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     return NO if warnings else 0
 
 
@@ -132,6 +132,9 @@ def cmd_now(args):
 def cmd_status(args):
     conn = store.connect()
     repo = _repo(args).common_dir if _dirs(args) else None
+    for served in repos.installed(conn):
+        if repo is None or served.common_dir == repo:
+            passes.settle(served)
     rows = view.recorded_status(conn, repo)
     if repo and not rows:
         print(f"{PROG}: no pass recorded for {_dirs(args)[0]} yet (run: orch-sync now)",

@@ -63,24 +63,37 @@ def environ(extra=None):
     return env
 
 
-def run(cwd, *args, input=None, ok=(0,), extra_env=None, timeout=300):
-    """Run `git -C CWD ARGS...`; return the CompletedProcess (bytes).  Raises GitError."""
+def run(cwd, *args, input=None, ok=(0,), extra_env=None, timeout=300, started=None):
+    """Run `git -C CWD ARGS...`; return the CompletedProcess (bytes).  Raises GitError.
+
+    STARTED, when given, is called with the child's pid once it runs (before
+    it is waited for), so that a caller can write it down."""
     import subprocess
     argv = [git_bin(), "-C", cwd, *args]
+    stdin = subprocess.PIPE if input is not None else subprocess.DEVNULL
     try:
-        proc = subprocess.run(argv, check=False, input=input, capture_output=True,
-                              env=environ(extra_env),
-                              timeout=timeout,
-                              stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise GitError(args, -1, f"git {args[0]} did not finish within {timeout} s".encode()
-                       ) from None
+        child = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, env=environ(extra_env))
     except OSError as e:
         # The git found at start-up is gone (or no longer runnable): look it up
         # again next time, so a daemon carries on once git is back.
         global _bin
         _bin = None
         raise GitError(args, -1, f"cannot run {argv[0]}: {e.strerror}".encode()) from None
+    with child:
+        if started is not None:
+            started(child.pid)
+        try:
+            stdout, stderr = child.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise GitError(args, -1, f"git {args[0]} did not finish within {timeout} s".encode()
+                           ) from None
+        except BaseException:
+            child.kill()
+            raise
+    proc = subprocess.CompletedProcess(argv, child.returncode, stdout, stderr)
     if proc.returncode not in ok:
         raise GitError(args, proc.returncode, proc.stderr, proc.stdout)
     return proc

@@ -12,9 +12,15 @@ Rules:
 """
 
 import os
+import stat
+import time
 
-from .. import git
-from . import QUIET
+from .. import git, locks
+from . import QUIET, journal
+
+LOCKED = "index.lock held"
+SCRATCH = "index.orch-sync"  # the index a move builds, beside the worktree's own
+CHILD_WAIT_S = 10.0  # how long recovery lets a dead pass's git child finish before ending it
 
 IN_PROGRESS = (("rebase-merge", "rebase"), ("rebase-apply", "rebase or am"),
                ("MERGE_HEAD", "merge"), ("CHERRY_PICK_HEAD", "cherry-pick"),
@@ -50,6 +56,10 @@ def look_and_sync(ctx, wt):
         gitdir = git.worktree_git_dir(wt.path)
     except OSError:
         return skip(o, "cannot read the worktree's .git")
+    if journal.left(ctx.repo, gitdir):  # recovery could not settle it: the lock is not ours
+        return skip(o, LOCKED if os.path.lexists(_index_files(gitdir)[1]) else
+                    "an interrupted sync is not finished; will retry")
+    seen = _index_stat(gitdir)  # before the look: a move needs the index exactly as seen
     try:
         o["dirty"] = git.dirty(wt.path)
     except git.GitError as e:
@@ -78,7 +88,7 @@ def look_and_sync(ctx, wt):
     if ctx.policy == "report":
         return skip(o, f"policy report: {o['behind']} behind {ctx.base_name}")
     if o["ahead"] == 0:
-        return _move(ctx, wt, gitdir, o, ctx.base_commit, "fast-forward",
+        return _move(ctx, wt, gitdir, seen, o, ctx.base_commit, "fast-forward",
                      f"fast-forward to {ctx.base_name}")
     if ctx.policy == "ff-only":
         return skip(o, f"ff-only: diverged from {ctx.base_name} ({o['ahead']} ahead, "
@@ -87,7 +97,7 @@ def look_and_sync(ctx, wt):
         new = _rebase(ctx, wt, o)
         if new is None:
             return o
-        return _move(ctx, wt, gitdir, o, new, "rebase", f"rebased onto {ctx.base_name}")
+        return _move(ctx, wt, gitdir, seen, o, new, "rebase", f"rebased onto {ctx.base_name}")
     try:
         tree, files = git.merge_tree(wt.path, wt.head, ctx.base_commit)
     except git.GitError as e:
@@ -103,7 +113,7 @@ def look_and_sync(ctx, wt):
                          input=message.encode(), extra_env=ctx.identity)
     except git.GitError as e:
         return skip(o, f"cannot make the merge commit: {e}")
-    return _move(ctx, wt, gitdir, o, commit, "merge", f"merged {ctx.base_name}")
+    return _move(ctx, wt, gitdir, seen, o, commit, "merge", f"merged {ctx.base_name}")
 
 
 def _rebase(ctx, wt, o):
@@ -168,73 +178,385 @@ def _author_env(header):
     return {}
 
 
-def _move(ctx, wt, gitdir, o, new, action, detail):
-    """Move WT's branch from its head to NEW and update its files, holding its index lock."""
-    old = wt.head
-    index = os.path.join(gitdir, "index")
-    lock = index + ".lock"
+def _move(ctx, wt, gitdir, seen, o, new, action, detail):
+    """Move WT's branch from its head to NEW and update its files (see the rules)."""
+    entry = journal.begin(ctx.repo, wt.path, gitdir, wt.branch, wt.head, new, action)
+    if entry is None:
+        return skip(o, f"an interrupted sync is not finished ({LOCKED})")
     try:
-        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    except FileExistsError:
-        return skip(o, "a git command is running in it (index.lock exists)")
+        reason = _move_locked(entry, seen, detail)
     except OSError as e:
-        return skip(o, f"cannot lock its index: {e.strerror}")
-    done = False
-    try:
+        reason = f"cannot update its index: {e.strerror}"
+        _settle(entry)
+    except BaseException:
+        _settle(entry)  # whatever happened, the worktree is left consistent
+        raise
+    if reason:
+        return skip(o, reason)
+    o.update(state="updated", head=new, action=action, reason=detail)
+    if action == "rebase":
         try:
-            with open(index, "rb") as src:
-                data = src.read()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            o["behind"], o["ahead"] = git.counts(wt.path, ctx.base_commit, new)
+        except git.GitError:
+            pass
+    else:  # what the move made of the counts, without asking git again
+        o["behind"], o["ahead"] = 0, (0 if action == "fast-forward" else o["ahead"] + 1)
+    return o
+
+
+def _move_locked(entry, seen, detail):
+    """The steps of a move, each guarded; returns None when done, else why not (the
+    worktree left as it was)."""
+    gitdir, path, old, new = entry.gitdir, entry.path, entry.old, entry.new
+    index, lock, scratch = _index_files(gitdir)
+    _step("begin")
+    reason = _take_lock(entry)
+    if reason:
+        entry.remove()
+        return reason
+    _step("locked")
+    # Under the lock no git command of the agent's can commit or change the
+    # index; what changed between the look and the lock is caught here.
+    env = dict(QUIET, GIT_INDEX_FILE=scratch)
+    # (A commit rewrites the index, so it shows here too; a branch moved by any
+    # other means is caught by update-ref's compare-and-swap.)
+    if _head_ref(gitdir) != f"ref: refs/heads/{entry.branch}":
+        reason = "HEAD changed while syncing; will retry"
+    elif _index_stat(gitdir) != seen:
+        reason = "uncommitted changes"  # the index changed since the look: staged work
+    else:
+        in_the_way = _ignored_in_the_way(path, old, new)
+        if in_the_way:
+            reason = f"the update would overwrite the ignored file {in_the_way}"
+    if reason is None:
+        _copy(index, scratch)
+        _step("refresh")
+        # (Not -q: with it, update-index says nothing and exits 0 for an edited file.)
+        if _git(entry, path, "update-index", "--refresh", ok=(0, 1),
+                extra_env=env).returncode != 0:
+            reason = "uncommitted changes"  # a file edited since the look
+    if reason:
+        _release(entry)
+        return reason
+    entry.mark("writing")
+    _step("read-tree")
+    try:
+        # Writes the files and the scratch index; refuses to overwrite a local change.
+        _git(entry, path, "read-tree", "-m", "-u", old, new, extra_env=env)
+    except git.GitError as e:
+        _settle(entry)  # it may have written some files before failing (a full disk)
+        return f"the worktree changed while syncing ({e}); will retry"
+    _step("update-ref")
+    try:
+        _git(entry, path, "update-ref", "-m", f"orch-sync: {detail}", "HEAD", new, old,
+             extra_env=QUIET)
+    except git.GitError:
+        _settle(entry)  # someone else moved the branch: the files go back
+        return "the branch moved while syncing; will retry"
+    _step("rename")
+    os.replace(scratch, index)
+    _step("unlock")
+    os.unlink(lock)
+    entry.remove()
+    return None
+
+
+# --- locks, children and test points ------------------------------------------------------
+
+def _index_files(gitdir):
+    """The worktree's index, its lock, and the scratch index a move builds (ours by name)."""
+    index = os.path.join(gitdir, "index")
+    return index, index + ".lock", os.path.join(gitdir, SCRATCH)
+
+
+def _index_stat(gitdir):
+    try:
+        st = os.stat(os.path.join(gitdir, "index"))
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _head_ref(gitdir):
+    try:
+        with open(os.path.join(gitdir, "HEAD"), encoding="utf-8", errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _take_lock(entry):
+    """Take the worktree's index.lock as git does (it exists or it does not), so that
+    it is provably ours: the file is made under another name, its inode written
+    down (fsynced), and only then linked to index.lock."""
+    _, lock, _ = _index_files(entry.gitdir)
+    tmp = lock + ".orch-sync"
+    _remove(tmp)  # ours by name, left by a move that died before linking it
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            entry.own(fd)
         finally:
             os.close(fd)
         try:
-            with open(os.path.join(gitdir, "HEAD"), encoding="utf-8") as f:
-                head_ref = f.read().strip()
-        except OSError:
-            head_ref = None
-        if head_ref != f"ref: refs/heads/{wt.branch}":
-            return skip(o, "HEAD changed while syncing; will retry")
-        in_the_way = _ignored_in_the_way(wt.path, old, new)
-        if in_the_way:
-            return skip(o, f"the update would overwrite the ignored file {in_the_way}")
-        env = dict(QUIET, GIT_INDEX_FILE=lock)
-        refresh = git.run(wt.path, "update-index", "-q", "--refresh", ok=(0, 1), extra_env=env)
-        if refresh.returncode != 0:
-            return skip(o, "uncommitted changes")
-        try:
-            git.run(wt.path, "update-ref", "-m", f"orch-sync: {detail}", "HEAD", new, old,
-                    extra_env=QUIET)
-        except git.GitError:
-            return skip(o, "the branch moved while syncing; will retry")
-        try:
-            git.run(wt.path, "read-tree", "-m", "-u", old, new, extra_env=env)
-        except git.GitError as e:
-            try:
-                git.run(wt.path, "update-ref", "-m", "orch-sync: undo (worktree changed)",
-                        "HEAD", old, new, extra_env=QUIET)
-            except git.GitError as undo:
-                # Only plumbing run while we hold the index lock can get here; say so loudly.
-                return skip(o, f"the worktree changed while syncing ({e}) and the branch "
-                                f"could not be set back to {old[:12]} ({undo}); check it")
-            return skip(o, f"the worktree changed while syncing ({e}); will retry")
-        os.replace(lock, index)
-        done = True
+            os.link(tmp, lock)
+        except FileExistsError:
+            return LOCKED
+        finally:
+            _remove(tmp)
     except OSError as e:
-        return skip(o, f"cannot update its index: {e.strerror}")
-    finally:
-        if not done:
-            try:
-                os.unlink(lock)
-            except OSError:
-                pass
-    o.update(state="updated", head=new, action=action, reason=detail)
+        return f"cannot lock its index: {e.strerror}"
+    return None
+
+
+def _release(entry):
+    """Give the lock back and forget the move: nothing was touched."""
+    _, lock, scratch = _index_files(entry.gitdir)
+    _remove(scratch)
+    if entry.owns(lock):
+        _remove(lock)
+    entry.remove()
+
+
+def _git(entry, cwd, *args, **kw):
+    """A git command that may hold a lock: listed in the journal while it runs."""
+    def started(pid):
+        entry.child(pid)
+        _step(f"{args[0]}-running")
     try:
-        o["behind"], o["ahead"] = git.counts(wt.path, ctx.base_commit, new)
-    except git.GitError:
+        return git.run(cwd, *args, started=started, **kw)
+    finally:
+        entry.children_done()
+
+
+def _copy(src, dst):
+    """DST becomes a copy of SRC (a missing SRC, an index never written, gives an empty file)."""
+    try:
+        with open(src, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = b""
+    _remove(dst)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _remove(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
         pass
-    return o
+
+
+def _step(name):
+    """A test point.  ORCH_SYNC_TEST_STEP=NAME:exit ends the process here at once, as
+    kill -9 would (no clean-up runs); NAME:pause=DIR creates DIR/NAME and waits
+    (at most 60 s) until DIR/go exists, so that a test can act between two steps."""
+    spec = os.environ.get("ORCH_SYNC_TEST_STEP")
+    if not spec:
+        return
+    want, _, action = spec.partition(":")
+    if want != name:
+        return
+    if action == "exit":
+        os._exit(137)
+    if action.startswith("pause="):
+        where = action[len("pause="):]
+        with open(os.path.join(where, name), "w"):
+            pass
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(where, "go")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+# --- recovery ------------------------------------------------------------------------------
+
+def recover(repo):
+    """Finish or undo every move a pass left unfinished in REPO (call under the
+    repository's lock); return one line per worktree dealt with, for the log."""
+    done = []
+    for entry in journal.left(repo):
+        if entry.creator_alive() and not entry.mine():
+            continue  # cannot happen under the lock; never touch a live mover's work
+        what = _settle(entry)
+        if what:
+            done.append(f"{entry.path}: {what}")
+    return done
+
+
+def _settle(entry):
+    """Leave the worktree of an unfinished move consistent: finished when its branch
+    already moved to the new commit (and every file it must write is the old
+    version, the new one, or one git was writing), else undone.  Returns what
+    was done, or why nothing could be (LOCKED: the entry stays for later)."""
+    gitdir, path, old, new = entry.gitdir, entry.path, entry.old, entry.new
+    index, lock, scratch = _index_files(gitdir)
+    _end_children(entry)
+    _remove(scratch + ".lock")  # the lock git's child held on our scratch index
+    _remove(scratch)
+    _step("settle")
+    if not os.path.isdir(gitdir) or not os.path.isdir(path):
+        entry.remove()
+        return "the worktree is gone"
+    try:
+        cur = git.rev(path, f"refs/heads/{entry.branch}")
+        if os.path.lexists(lock) and not entry.owns(lock):
+            return LOCKED
+        if not os.path.lexists(lock):
+            if entry.stage != "writing":
+                entry.remove()  # it never wrote a file, or it finished
+                return None
+            # It wrote files, and someone removed its lock since: act only on an
+            # index nobody changed (still the old commit's).
+            if cur not in (old, new) or not _index_matches(path, old):
+                entry.remove()
+                return None if cur == new and _index_matches(path, new) else \
+                    "an interrupted update's lock was removed by someone else; check it"
+            reason = _take_lock(entry)
+            if reason:
+                return reason
+        on_branch = _head_ref(gitdir) == f"ref: refs/heads/{entry.branch}"
+        if on_branch and cur == new and _converge(entry, new, finish=True):
+            what = "finished an interrupted update"
+        else:
+            if on_branch and cur == new:
+                # Files it did not write are in the way of finishing: undo it.
+                _git(entry, path, "update-ref", "-m", "orch-sync: undo an interrupted update",
+                     "HEAD", old, new, extra_env=QUIET)
+            _converge(entry, old)
+            what = "undid an interrupted update"
+        _step("settled")
+        _remove(lock)
+        entry.remove()
+        return what
+    except (git.GitError, OSError) as e:
+        return f"could not settle an interrupted update ({e}); will retry"
+
+
+def _end_children(entry):
+    """Wait (bounded) for the git children a dead pass left running, then end them."""
+    import signal
+
+    def running(children):
+        return [(pid, start) for pid, start in children if locks.alive(pid, start)]
+
+    children = running(entry.children)
+    deadline = time.monotonic() + CHILD_WAIT_S
+    while children and time.monotonic() < deadline:
+        time.sleep(0.02)
+        children = running(children)
+    for pid, _start in children:
+        try:
+            os.kill(pid, signal.SIGKILL)  # its pid and start time say it is our child
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 2
+    while running(children) and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _index_matches(path, commit):
+    proc = git.run(path, "diff-index", "--cached", "--quiet", commit, "--", ok=(0, 1))
+    return proc.returncode == 0
+
+
+def _converge(entry, target, finish=False):
+    """Make the index and the files of every path the move changes match TARGET (its
+    old or new commit), holding the worktree's lock.  A file is rewritten only
+    when it is the other commit's version, missing, or a prefix of either (git
+    was writing it); any other content is someone's edit: with FINISH nothing
+    is done and False returned, else the file is left as it is, showing as a
+    change.  The index is built beside the real one and put in its place."""
+    path = entry.path
+    index, _, scratch = _index_files(entry.gitdir)
+    changes = _changes(path, entry.old, entry.new)
+    side = "new" if target == entry.new else "old"
+    found = {c["path"]: _version(path, c) for c in changes}
+    if finish and None in found.values():
+        return False
+    _copy(index, scratch)
+    env = dict(QUIET, GIT_INDEX_FILE=scratch)
+    zero = "0" * len(entry.old)
+    info = "".join(f"{c[side][0]} {c[side][1]}\t{c['path']}\0" if c[side] else
+                   f"0 {zero}\t{c['path']}\0" for c in changes)
+    if info:
+        _git(entry, path, "update-index", "-z", "--index-info",
+             input=info.encode("utf-8", "surrogateescape"), extra_env=env)
+    rewrite = [c for c in changes if found[c["path"]] not in (side, None)]
+    for c in rewrite:
+        if c[side] is None:
+            _remove_file(path, c["path"])
+    write = [c["path"] for c in rewrite if c[side] is not None]
+    if write:
+        _git(entry, path, "checkout-index", "-f", "-q", "-z", "--stdin",
+             input="".join(f"{p}\0" for p in write).encode("utf-8", "surrogateescape"),
+             extra_env=env)
+    _git(entry, path, "update-index", "-q", "--refresh", ok=(0, 1), extra_env=env)
+    _step("converged")
+    os.replace(scratch, index)
+    return True
+
+
+def _changes(path, old, new):
+    """The paths the move from OLD to NEW changes: dicts with path, old and new, each
+    (mode, blob) or None where that commit has no such path."""
+    data = git.run(path, "diff-tree", "-r", "-z", "--no-renames", old, new).stdout
+    fields = data.decode("utf-8", "surrogateescape").split("\0")
+    found = []
+    for head, name in zip(fields[0::2], fields[1::2], strict=False):
+        if not head.startswith(":"):
+            continue
+        mode_a, mode_b, blob_a, blob_b, _ = head[1:].split(" ")
+        found.append({"path": name,
+                      "old": None if mode_a == "000000" else (mode_a, blob_a),
+                      "new": None if mode_b == "000000" else (mode_b, blob_b)})
+    return found
+
+
+def _version(path, change):
+    """Which version of CHANGE's path the worktree holds: "old", "new", "torn"
+    (missing, or a prefix of either: git was writing it), or None (other content)."""
+    full = os.path.join(path, change["path"])
+    try:
+        st = os.lstat(full)
+    except FileNotFoundError:
+        return "torn"
+    if stat.S_ISLNK(st.st_mode):
+        data, mode = os.fsencode(os.readlink(full)), "120000"
+        blob = git.out(path, "hash-object", "--stdin", "--no-filters", input=data)
+    elif stat.S_ISREG(st.st_mode):
+        with open(full, "rb") as f:
+            data = f.read()
+        mode = "100755" if st.st_mode & 0o100 else "100644"
+        blob = git.out(path, "hash-object", "--stdin", f"--path={change['path']}", input=data)
+    else:
+        return None
+    for side in ("old", "new"):
+        if change[side] == (mode, blob):
+            return side
+    for side in ("old", "new"):
+        if change[side] is not None:
+            content = git.run(path, "cat-file", "blob", change[side][1]).stdout
+            if len(data) < len(content) and content.startswith(data):
+                return "torn"
+    return None
+
+
+def _remove_file(path, name):
+    """Remove NAME from the worktree at PATH, and the directories it leaves empty."""
+    _remove(os.path.join(path, name))
+    parent = os.path.dirname(name)
+    while parent:
+        try:
+            os.rmdir(os.path.join(path, parent))
+        except OSError:
+            break
+        parent = os.path.dirname(parent)
 
 
 def _ignored_in_the_way(path, old, new):

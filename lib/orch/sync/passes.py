@@ -10,7 +10,7 @@ import time
 
 from .. import clock, locks, store, text
 from ..errors import OrchError
-from . import context, engine, events, predict, repos, view
+from . import context, engine, events, journal, predict, repos, view
 
 SAFETY_PASS_S = 300.0  # a full pass this often anyway: a worktree cleaned without a commit,
                        # a remote's new commits (orch.remote)
@@ -19,8 +19,9 @@ RETRY_S, RETRY_MAX_S = 1.0, 60.0  # the daemon's first and longest wait after a 
 
 
 def sync_pass(conn, repo, lines=()):
-    """One pass over every worktree of REPO: sync, predict, record, tell.  Returns
-    (outcomes, pairs)."""
+    """One pass over every worktree of REPO: settle what a dead pass left, sync,
+    predict, record, tell.  Returns (outcomes, pairs)."""
+    _report(repo, engine.recover(repo))
     ctx = context.load(repo)
     trees = context.worktrees(ctx)
     ctx.resolve(trees)
@@ -34,6 +35,24 @@ def sync_pass(conn, repo, lines=()):
         predict.notify(conn, ctx, outcomes)
     view.write_status_file(conn)
     return outcomes, pairs or []
+
+
+def settle(repo):
+    """Settle the moves a dead pass left in REPO, unless a pass runs there now (it
+    does that itself): what `status` does before it reads."""
+    if not journal.left(repo):
+        return
+    try:
+        with locks.held(repos.lock_name(repo), blocking=False):
+            _report(repo, engine.recover(repo))
+    except OrchError:
+        pass  # a pass holds the lock: it settles them first
+
+
+def _report(repo, lines):
+    import sys
+    for line in lines:
+        print(f"orch-sync: {text.visible(f'{repo.top}: {line}')}", file=sys.stderr, flush=True)
 
 
 def _parallel(fn, items):
