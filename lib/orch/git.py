@@ -228,8 +228,9 @@ def merge_tree(cwd, ours, theirs):
     return tree, sorted(set(files))
 
 
-def merge_trees(cwd, pairs, jobs=None):
-    """Predict many merges at once: {(a, b): files or GitError} for commit pairs PAIRS.
+def merge_trees(cwd, pairs, jobs=None, trees=False):
+    """Predict many merges at once: {(a, b): files or GitError} for commit pairs PAIRS
+    ({(a, b): (tree, files) or GitError} with TREES).
 
     `merge-tree --stdin` does many merges in one process; the pairs are split
     into JOBS batches run in parallel.  A pair git refuses (unrelated
@@ -240,14 +241,17 @@ def merge_trees(cwd, pairs, jobs=None):
         return {}
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(pairs)))
     batches = [pairs[i::jobs] for i in range(jobs)]
-    if len(batches) == 1:
-        return _merge_batch(cwd, batches[0])
-    from concurrent.futures import ThreadPoolExecutor
     results = {}
-    with ThreadPoolExecutor(len(batches)) as pool:
-        for found in pool.map(lambda batch: _merge_batch(cwd, batch), batches):
-            results.update(found)
-    return results
+    if len(batches) == 1:
+        results = _merge_batch(cwd, batches[0])
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(len(batches)) as pool:
+            for found in pool.map(lambda batch: _merge_batch(cwd, batch), batches):
+                results.update(found)
+    if trees:
+        return results
+    return {k: v if isinstance(v, GitError) else v[1] for k, v in results.items()}
 
 
 def _merge_batch(cwd, pairs):
@@ -270,7 +274,7 @@ def _merge_batch(cwd, pairs):
         if done < len(pairs):
             a, b = pairs[done]
             try:
-                results[(a, b)] = merge_tree(cwd, a, b)[1]
+                results[(a, b)] = merge_tree(cwd, a, b)
             except GitError as e:
                 results[(a, b)] = e
         pairs = pairs[done + 1:]
@@ -281,7 +285,7 @@ def _parse_batch(data, pairs, results):
     """Parse `merge-tree --stdin -z --name-only --no-messages` output into RESULTS.
 
     Each merge is: status NUL tree NUL [path NUL]... NUL, status 1 clean, 0 conflicted.
-    Returns how many complete answers were read.
+    Each answer is stored as (tree, files).  Returns how many complete answers were read.
     """
     fields = data.decode("utf-8", "surrogateescape").split("\0")
     i = done = 0
@@ -298,7 +302,49 @@ def _parse_batch(data, pairs, results):
             break  # a record cut short: git died in the middle of it
         if status == "0" and not files:
             files = ["(unknown)"]
-        results[pairs[done]] = sorted(set(files))
+        results[pairs[done]] = (fields[i + 1], sorted(set(files)))
         done += 1
         i = j + 1
     return done
+
+
+def diff_trees(cwd, pairs):
+    """The paths each move from OLD to NEW changes, for many commit pairs in one git
+    process: {(old, new): [(status, path), ...] or GitError}.
+
+    `diff-tree --stdin` takes "NEW OLD" (a commit and the parent to compare it
+    with); --always gives every line its header, the commit, even when nothing
+    differs.  A status is one letter and a header a whole object id, so a path
+    that looks like an id cannot be taken for a header.
+    """
+    pairs = list(dict.fromkeys(pairs))
+    if not pairs:
+        return {}
+    text = "".join(f"{new} {old}\n" for old, new in pairs).encode()
+    try:
+        data = run(cwd, "diff-tree", "--stdin", "--always", "-r", "-z", "--no-renames",
+                   "--name-status", input=text).stdout
+    except GitError:
+        return {pair: _diff_tree(cwd, *pair) for pair in pairs}  # find the one git refuses
+    fields = data.decode("utf-8", "surrogateescape").split("\0")
+    results, i = {}, 0
+    for old, new in pairs:
+        if i >= len(fields) or fields[i] != new:
+            results[(old, new)] = GitError(("diff-tree",), 1, b"diff-tree --stdin lost its place")
+            break
+        i += 1
+        changes = []
+        while i + 1 < len(fields) and len(fields[i]) == 1:
+            changes.append((fields[i], fields[i + 1]))
+            i += 2
+        results[(old, new)] = changes
+    return results
+
+
+def _diff_tree(cwd, old, new):
+    try:
+        data = run(cwd, "diff-tree", "-r", "-z", "--no-renames", "--name-status", old,
+                   new).stdout.decode("utf-8", "surrogateescape").split("\0")
+    except GitError as e:
+        return e
+    return list(zip(data[0::2], data[1::2], strict=False))

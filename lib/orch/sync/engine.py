@@ -20,6 +20,7 @@ from . import QUIET, journal
 
 LOCKED = "index.lock held"
 SCRATCH = "index.orch-sync"  # the index a move builds, beside the worktree's own
+MAX_WORKERS = 8  # worktrees looked at and moved in parallel within one pass
 CHILD_WAIT_S = 10.0  # how long recovery lets a dead pass's git child finish before ending it
 
 IN_PROGRESS = (("rebase-merge", "rebase"), ("rebase-apply", "rebase or am"),
@@ -46,65 +47,109 @@ def skip(o, reason):
     return o
 
 
-def look_and_sync(ctx, wt):
-    """Bring one worktree's branch up to date with the base, if that is safe; return
-    what was found and done (an outcome dict)."""
+def sync_worktrees(ctx, trees):
+    """Bring every worktree in TREES up to date with the base where that is safe;
+    return what was found and done, one outcome dict each.  Each worktree is
+    looked at, planned and moved in parallel (MAX_WORKERS at a time); the
+    merge predictions and the file lists of the moves are one git process each
+    for all of them."""
+    looks = _each(lambda wt: _look(ctx, wt), trees, lambda wt: (outcome(wt), None))
+    merging = [(p["wt"].head, ctx.base_commit) for _, p in looks if p and p["action"] == "merge"]
+    merges = git.merge_trees(ctx.cwd, merging, trees=True)
+    planned = _each(lambda look: _plan(ctx, look, merges), looks, lambda look: (look[0], None))
+    moving = [(p["wt"].head, p["new"]) for _, p in planned if p]
+    changes = git.diff_trees(ctx.cwd, moving)
+    return _each(lambda item: _finish(ctx, item, changes), planned, lambda item: item[0])
+
+
+def _each(fn, items, fallback):
+    """FN over ITEMS in parallel; an exception (a bug) makes that item's result
+    FALLBACK(item) with the error as its reason, and changes nothing more."""
+    def work(item):
+        try:
+            return fn(item)
+        except Exception as e:  # noqa: BLE001 - reported in that worktree's row
+            result = fallback(item)
+            o = result[0] if isinstance(result, tuple) else result
+            skip(o, f"internal error: {type(e).__name__}: {e}")
+            return (o, None) if isinstance(result, tuple) else o
+
+    if len(items) <= 1:
+        return [work(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(MAX_WORKERS) as pool:
+        return list(pool.map(work, items))
+
+
+def _look(ctx, wt):
+    """What one worktree is and what it needs: (outcome, plan); plan is None when
+    nothing is to be done, else says how to move it."""
     o = outcome(wt)
     if wt.prunable or not os.path.isdir(wt.path):
-        return skip(o, "worktree directory is missing")
+        return skip(o, "worktree directory is missing"), None
     try:
         gitdir = git.worktree_git_dir(wt.path)
     except OSError:
-        return skip(o, "cannot read the worktree's .git")
+        return skip(o, "cannot read the worktree's .git"), None
     if journal.left(ctx.repo, gitdir):  # recovery could not settle it: the lock is not ours
         return skip(o, LOCKED if os.path.lexists(_index_files(gitdir)[1]) else
-                    "an interrupted sync is not finished; will retry")
+                    "an interrupted sync is not finished; will retry"), None
     seen = _index_stat(gitdir)  # before the look: a move needs the index exactly as seen
     try:
         o["dirty"] = git.dirty(wt.path)
     except git.GitError as e:
-        return skip(o, f"git status failed: {e}")
+        return skip(o, f"git status failed: {e}"), None
     busy = _in_progress(gitdir)
     if busy:
-        return skip(o, f"{busy} in progress")
+        return skip(o, f"{busy} in progress"), None
     if wt.branch is None:
-        return skip(o, "detached HEAD")
+        return skip(o, "detached HEAD"), None
     if wt.head is None:
-        return skip(o, f"no commits yet on {wt.branch}")
+        return skip(o, f"no commits yet on {wt.branch}"), None
     if ctx.error:
-        return skip(o, ctx.error)
+        return skip(o, ctx.error), None
     if ctx.base_branch is not None and wt.branch == ctx.base_branch:
         o.update(state="synced", ahead=0, behind=0)
-        return o
+        return o, None
     try:
         o["behind"], o["ahead"] = git.counts(wt.path, ctx.base_commit, wt.head)
     except git.GitError as e:
-        return skip(o, f"cannot compare with {ctx.base_name}: {e}")
+        return skip(o, f"cannot compare with {ctx.base_name}: {e}"), None
     if o["behind"] == 0:
         o["state"] = "synced"
-        return o
+        return o, None
     if o["dirty"]:
-        return skip(o, "uncommitted changes")
+        return skip(o, "uncommitted changes"), None
     if ctx.policy == "report":
-        return skip(o, f"policy report: {o['behind']} behind {ctx.base_name}")
+        return skip(o, f"policy report: {o['behind']} behind {ctx.base_name}"), None
+    plan = {"wt": wt, "gitdir": gitdir, "seen": seen}
     if o["ahead"] == 0:
-        return _move(ctx, wt, gitdir, seen, o, ctx.base_commit, "fast-forward",
-                     f"fast-forward to {ctx.base_name}")
+        return o, dict(plan, action="fast-forward", new=ctx.base_commit,
+                       detail=f"fast-forward to {ctx.base_name}")
     if ctx.policy == "ff-only":
         return skip(o, f"ff-only: diverged from {ctx.base_name} ({o['ahead']} ahead, "
-                        f"{o['behind']} behind)")
+                       f"{o['behind']} behind)"), None
     if ctx.policy == "rebase":
+        return o, dict(plan, action="rebase", detail=f"rebased onto {ctx.base_name}")
+    return o, dict(plan, action="merge", detail=f"merged {ctx.base_name}")
+
+
+def _plan(ctx, look, merges):
+    """The commit a planned move goes to: made here for a merge or a rebase."""
+    o, plan = look
+    if plan is None or plan["action"] == "fast-forward":
+        return look
+    wt = plan["wt"]
+    if plan["action"] == "rebase":
         new = _rebase(ctx, wt, o)
-        if new is None:
-            return o
-        return _move(ctx, wt, gitdir, seen, o, new, "rebase", f"rebased onto {ctx.base_name}")
-    try:
-        tree, files = git.merge_tree(wt.path, wt.head, ctx.base_commit)
-    except git.GitError as e:
-        return skip(o, f"cannot merge {ctx.base_name}: {e}")
+        return (o, dict(plan, new=new)) if new else (o, None)
+    found = merges.get((wt.head, ctx.base_commit))
+    if isinstance(found, git.GitError) or found is None:
+        return skip(o, f"cannot merge {ctx.base_name}: {found or 'no answer from git'}"), None
+    tree, files = found
     if files:
         o.update(state="conflict", files=files)
-        return o
+        return o, None
     message = (f"Merge {ctx.base_name} into {wt.branch}\n\n"
                f"Made by orch-sync to keep {wt.branch} current with {ctx.base_name} "
                "(orch.policy merge).\n")
@@ -112,8 +157,20 @@ def look_and_sync(ctx, wt):
         commit = git.out(wt.path, "commit-tree", tree, "-p", wt.head, "-p", ctx.base_commit,
                          input=message.encode(), extra_env=ctx.identity)
     except git.GitError as e:
-        return skip(o, f"cannot make the merge commit: {e}")
-    return _move(ctx, wt, gitdir, seen, o, commit, "merge", f"merged {ctx.base_name}")
+        return skip(o, f"cannot make the merge commit: {e}"), None
+    return o, dict(plan, new=commit)
+
+
+def _finish(ctx, item, changes):
+    o, plan = item
+    if plan is None:
+        return o
+    wt = plan["wt"]
+    found = changes.get((wt.head, plan["new"]))
+    if isinstance(found, git.GitError) or found is None:
+        return skip(o, f"cannot list the files of the update: {found or 'no answer from git'}")
+    return _move(ctx, wt, plan["gitdir"], plan["seen"], o, plan["new"], plan["action"],
+                 plan["detail"], found)
 
 
 def _rebase(ctx, wt, o):
@@ -178,13 +235,13 @@ def _author_env(header):
     return {}
 
 
-def _move(ctx, wt, gitdir, seen, o, new, action, detail):
+def _move(ctx, wt, gitdir, seen, o, new, action, detail, changes):
     """Move WT's branch from its head to NEW and update its files (see the rules)."""
     entry = journal.begin(ctx.repo, wt.path, gitdir, wt.branch, wt.head, new, action)
     if entry is None:
         return skip(o, f"an interrupted sync is not finished ({LOCKED})")
     try:
-        reason = _move_locked(entry, seen, detail)
+        reason = _move_locked(entry, seen, detail, changes)
     except OSError as e:
         reason = f"cannot update its index: {e.strerror}"
         _settle(entry)
@@ -204,7 +261,7 @@ def _move(ctx, wt, gitdir, seen, o, new, action, detail):
     return o
 
 
-def _move_locked(entry, seen, detail):
+def _move_locked(entry, seen, detail, changes):
     """The steps of a move, each guarded; returns None when done, else why not (the
     worktree left as it was)."""
     gitdir, path, old, new = entry.gitdir, entry.path, entry.old, entry.new
@@ -225,11 +282,12 @@ def _move_locked(entry, seen, detail):
     elif _index_stat(gitdir) != seen:
         reason = "uncommitted changes"  # the index changed since the look: staged work
     else:
-        in_the_way = _ignored_in_the_way(path, old, new)
+        in_the_way = _ignored_in_the_way(path, changes)
         if in_the_way:
             reason = f"the update would overwrite the ignored file {in_the_way}"
     if reason is None:
         _copy(index, scratch)
+        entry.record["stage"] = "writing"  # from here on files may change (saved with the child)
         _step("refresh")
         # (Not -q: with it, update-index says nothing and exits 0 for an edited file.)
         if _git(entry, path, "update-index", "--refresh", ok=(0, 1),
@@ -238,7 +296,6 @@ def _move_locked(entry, seen, detail):
     if reason:
         _release(entry)
         return reason
-    entry.mark("writing")
     _step("read-tree")
     try:
         # Writes the files and the scratch index; refuses to overwrite a local change.
@@ -320,13 +377,12 @@ def _release(entry):
 
 def _git(entry, cwd, *args, **kw):
     """A git command that may hold a lock: listed in the journal while it runs."""
+    # (The list only grows: a dead child in it is harmless, recovery checks each
+    # pid with its start time, and one write per child is enough.)
     def started(pid):
         entry.child(pid)
         _step(f"{args[0]}-running")
-    try:
-        return git.run(cwd, *args, started=started, **kw)
-    finally:
-        entry.children_done()
+    return git.run(cwd, *args, started=started, **kw)
 
 
 def _copy(src, dst):
@@ -559,16 +615,14 @@ def _remove_file(path, name):
         parent = os.path.dirname(parent)
 
 
-def _ignored_in_the_way(path, old, new):
-    """A path the move from OLD to NEW would write over that git does not track here.
+def _ignored_in_the_way(path, changes):
+    """A path the move (CHANGES: (status, path) pairs) would write over that git does
+    not track here.
 
     git treats ignored files as expendable (read-tree -u, like merge and checkout,
     overwrites them); an agent's ignored files (local settings, secrets) are not.
-    The worktree is clean, so anything on disk where NEW adds a path is ignored.
+    The worktree is clean, so anything on disk where the move adds a path is ignored.
     """
-    data = git.run(path, "diff-tree", "-r", "-z", "--no-renames", "--name-status", old,
-                   new).stdout.decode("utf-8", "surrogateescape").split("\0")
-    changes = list(zip(data[0::2], data[1::2], strict=False))
     removed = {name for status, name in changes if status == "D"}
     for status, name in changes:
         if status != "A":

@@ -73,16 +73,6 @@ class Entry:
         self.record["children"].append([pid, locks.process_start(pid)])
         self.save()
 
-    def children_done(self):
-        if self.record["children"]:
-            self.record["children"] = []
-            self.save()
-
-    def mark(self, stage):
-        """Record how far the move got (durable): "writing" once files may change."""
-        self.record["stage"] = stage
-        self.save(durable=True)
-
     def mine(self):
         """True when the process that wrote this entry is this one."""
         return self.pid == os.getpid() and locks.alive(self.pid, self.start)
@@ -107,7 +97,9 @@ def _file(repo, gitdir):
 
 
 def begin(repo, path, gitdir, branch, old, new, action):
-    """Write down the move about to happen (fsynced); None if one is left for this worktree."""
+    """The entry of a move about to happen, None if one is left for this worktree.  It
+    is first written (fsynced) with the lock file it makes (Entry.own), before
+    anything of the worktree's is touched."""
     file = _file(repo, gitdir)
     if os.path.lexists(file):
         return None
@@ -117,7 +109,6 @@ def begin(repo, path, gitdir, branch, old, new, action):
                    "token": f"orch-sync move {os.urandom(8).hex()}\n",
                    "children": []},
                   file)
-    entry.save(durable=True)
     return entry
 
 

@@ -14,7 +14,6 @@ from . import context, engine, events, journal, predict, repos, view
 
 SAFETY_PASS_S = 300.0  # a full pass this often anyway: a worktree cleaned without a commit,
                        # a remote's new commits (orch.remote)
-MAX_WORKERS = 8        # worktrees looked at in parallel within one pass
 RETRY_S, RETRY_MAX_S = 1.0, 60.0  # the daemon's first and longest wait after a failed pass
 
 
@@ -25,7 +24,7 @@ def sync_pass(conn, repo, lines=()):
     ctx = context.load(repo)
     trees = context.worktrees(ctx)
     ctx.resolve(trees)
-    outcomes = _parallel(lambda wt: engine.look_and_sync(ctx, wt), trees)
+    outcomes = engine.sync_worktrees(ctx, trees)
     # A pass that could not see its base (a failed fetch, a bad orch.base) knows
     # nothing about conflicts: it leaves them as recorded, so none is resolved
     # and reopened, and nobody is told twice.
@@ -53,20 +52,6 @@ def _report(repo, lines):
     import sys
     for line in lines:
         print(f"orch-sync: {text.visible(f'{repo.top}: {line}')}", file=sys.stderr, flush=True)
-
-
-def _parallel(fn, items):
-    def work(item):
-        try:
-            return fn(item)
-        except Exception as e:  # noqa: BLE001 - a bug: report it there, change nothing more
-            return engine.skip(engine.outcome(item), f"internal error: {type(e).__name__}: {e}")
-
-    if len(items) <= 1:
-        return [work(item) for item in items]
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(MAX_WORKERS) as pool:
-        return list(pool.map(work, items))
 
 
 def record(conn, ctx, outcomes, pairs, now, lines=()):
