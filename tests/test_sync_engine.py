@@ -3,6 +3,8 @@ the conflict matrix, separate clones, coalescing, and the daemon."""
 
 import json
 import os
+import signal
+import stat
 import subprocess
 import sys
 
@@ -432,6 +434,47 @@ def test_the_daemon_follows_commits_and_keeps_a_status_file(run, repo):
         text = f.read()
     assert text.startswith("orch-sync status at ") and f"\n{repo.main}  (base main" in text
     assert "\n  a1 " in text and "\n  a2 " in text
+
+
+def stop(pid):
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(f"/proc/{pid}") or
+               open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+               what="the daemon to stop")
+
+
+def test_the_hooks_never_wait_on_the_wake_fifo_when_no_daemon_reads_it(run, repo):
+    assert run("orch-sync", "install", f"--repo={repo.main}").returncode == 0
+    started = run("orch-sync", "daemon", "--detach")
+    assert started.returncode == 0, started.stderr
+    stop(int(started.stdout))
+    fifo = sync_events.wake_path()
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # left behind, with nobody reading it
+    write(os.path.join(repo.path("a1"), "work"), "w\n")
+    git(repo.path("a1"), "add", "work")
+    # A write-only open of the FIFO would block here until a reader came.
+    proc = subprocess.run(["git", "-C", repo.path("a1"), "commit", "-q", "-m", "work"],
+                          capture_output=True, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    r = orch_git.repo(repo.main)
+    with open(sync_events.events_path(r)) as f:
+        assert "refs/heads/a1" in f.read()
+
+
+def test_an_event_as_a_pass_ends_starts_another_pass(run, repo, tmp_path):
+    """An event that lands after the pass took its last events but before its thread
+    ends: the daemon saw the worker alive and went to sleep; the worker's end must
+    wake it, or the event waits for the next full pass (minutes)."""
+    assert run("orch-sync", "install", f"--repo={repo.main}").returncode == 0
+    env = {"ORCH_SYNC_TEST_STEP": f"passes-done:pause={tmp_path}"}
+    started = run("orch-sync", "daemon", "--detach", env=env)
+    assert started.returncode == 0, started.stderr
+    wait_until(lambda: os.path.exists(tmp_path / "passes-done"), what="the first pass to end")
+    base = repo.commit("main", {"late": "l\n"})  # its event (and wake-up) arrive now
+    write(tmp_path / "go", "")
+    wait_until(lambda: repo.head("a1") == base and repo.head("a2") == base, timeout=20,
+               what="another pass for the event that came at the end of one")
+    stop(int(started.stdout))
 
 
 def test_command_line_errors(run, tmp_path, repo):

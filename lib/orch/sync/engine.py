@@ -16,7 +16,7 @@ import stat
 import time
 
 from .. import git, locks
-from . import QUIET, journal
+from . import QUIET, journal, test_point
 
 LOCKED = "index.lock held"
 SCRATCH = "index.orch-sync"  # the index a move builds, beside the worktree's own
@@ -266,12 +266,12 @@ def _move_locked(entry, seen, detail, changes):
     worktree left as it was)."""
     gitdir, path, old, new = entry.gitdir, entry.path, entry.old, entry.new
     index, lock, scratch = _index_files(gitdir)
-    _step("begin")
+    test_point("begin")
     reason = _take_lock(entry)
     if reason:
         entry.remove()
         return reason
-    _step("locked")
+    test_point("locked")
     # Under the lock no git command of the agent's can commit or change the
     # index; what changed between the look and the lock is caught here.
     env = dict(QUIET, GIT_INDEX_FILE=scratch)
@@ -288,7 +288,7 @@ def _move_locked(entry, seen, detail, changes):
     if reason is None:
         _copy(index, scratch)
         entry.record["stage"] = "writing"  # from here on files may change (saved with the child)
-        _step("refresh")
+        test_point("refresh")
         # (Not -q: with it, update-index says nothing and exits 0 for an edited file.)
         if _git(entry, path, "update-index", "--refresh", ok=(0, 1),
                 extra_env=env).returncode != 0:
@@ -296,23 +296,23 @@ def _move_locked(entry, seen, detail, changes):
     if reason:
         _release(entry)
         return reason
-    _step("read-tree")
+    test_point("read-tree")
     try:
         # Writes the files and the scratch index; refuses to overwrite a local change.
         _git(entry, path, "read-tree", "-m", "-u", old, new, extra_env=env)
     except git.GitError as e:
         _settle(entry)  # it may have written some files before failing (a full disk)
         return f"the worktree changed while syncing ({e}); will retry"
-    _step("update-ref")
+    test_point("update-ref")
     try:
         _git(entry, path, "update-ref", "-m", f"orch-sync: {detail}", "HEAD", new, old,
              extra_env=QUIET)
     except git.GitError:
         _settle(entry)  # someone else moved the branch: the files go back
         return "the branch moved while syncing; will retry"
-    _step("rename")
+    test_point("rename")
     os.replace(scratch, index)
-    _step("unlock")
+    test_point("unlock")
     os.unlink(lock)
     entry.remove()
     return None
@@ -381,7 +381,7 @@ def _git(entry, cwd, *args, **kw):
     # pid with its start time, and one write per child is enough.)
     def started(pid):
         entry.child(pid)
-        _step(f"{args[0]}-running")
+        test_point(f"{args[0]}-running")
     return git.run(cwd, *args, started=started, **kw)
 
 
@@ -409,27 +409,6 @@ def _remove(path):
         pass
 
 
-def _step(name):
-    """A test point.  ORCH_SYNC_TEST_STEP=NAME:exit ends the process here at once, as
-    kill -9 would (no clean-up runs); NAME:pause=DIR creates DIR/NAME and waits
-    (at most 60 s) until DIR/go exists, so that a test can act between two steps."""
-    spec = os.environ.get("ORCH_SYNC_TEST_STEP")
-    if not spec:
-        return
-    want, _, action = spec.partition(":")
-    if want != name:
-        return
-    if action == "exit":
-        os._exit(137)
-    if action.startswith("pause="):
-        where = action[len("pause="):]
-        with open(os.path.join(where, name), "w"):
-            pass
-        deadline = time.monotonic() + 60
-        while not os.path.exists(os.path.join(where, "go")) and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-
 # --- recovery ------------------------------------------------------------------------------
 
 def recover(repo):
@@ -455,7 +434,7 @@ def _settle(entry):
     _end_children(entry)
     _remove(scratch + ".lock")  # the lock git's child held on our scratch index
     _remove(scratch)
-    _step("settle")
+    test_point("settle")
     if not os.path.isdir(gitdir) or not os.path.isdir(path):
         entry.remove()
         return "the worktree is gone"
@@ -486,7 +465,7 @@ def _settle(entry):
                      "HEAD", old, new, extra_env=QUIET)
             _converge(entry, old)
             what = "undid an interrupted update"
-        _step("settled")
+        test_point("settled")
         _remove(lock)
         entry.remove()
         return what
@@ -553,7 +532,7 @@ def _converge(entry, target, finish=False):
              input="".join(f"{p}\0" for p in write).encode("utf-8", "surrogateescape"),
              extra_env=env)
     _git(entry, path, "update-index", "-q", "--refresh", ok=(0, 1), extra_env=env)
-    _step("converged")
+    test_point("converged")
     os.replace(scratch, index)
     return True
 

@@ -10,7 +10,7 @@ import time
 
 from .. import clock, locks, store, text
 from ..errors import OrchError
-from . import context, engine, events, journal, predict, repos, view
+from . import context, engine, events, journal, predict, repos, test_point, view
 
 SAFETY_PASS_S = 300.0  # a full pass this often anyway: a worktree cleaned without a commit,
                        # a remote's new commits (orch.remote)
@@ -112,6 +112,7 @@ def process(repo, force=False, once=False, stopping=None):
                 events.poke_peers(conn, repo, lines)
                 if once:
                     break
+            test_point("passes-done")  # events arriving now are the daemon's to notice
         finally:
             conn.close()
     return results
