@@ -9,6 +9,19 @@ Rules:
 - Every earlier commit stays an ancestor of the branch (fast-forward, merge),
   except with the rebase policy, which only rewrites commits on no other
   branch, remote or tag (the originals stay in the reflog).
+- A move, in this order: a journal entry (journal.py) with a lock file made
+  provably ours, linked to index.lock (from here no git command of the
+  agent's can commit or change the index); under it, the checks of what may
+  have changed since the look (HEAD, the index's stat, an edited file, an
+  ignored file in the way); read-tree -m -u into a scratch index (the files
+  change); update-ref HEAD NEW OLD (compare-and-swap); the scratch index
+  replaces the index; the lock goes, then the entry.  A failure after the
+  files changed puts them back (_settle).
+- A crash at any step leaves the entry; the next pass (or status) settles it
+  under the repository's lock: finished when the branch already moved, else
+  undone, rewriting only files that are one commit's version, missing, or a
+  prefix of one (git was writing them).  A lock that is not provably ours is
+  never touched.
 """
 
 import os
