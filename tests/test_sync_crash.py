@@ -125,7 +125,8 @@ def test_a_commit_after_the_look_stops_the_move(run, repo, tmp_path):
     mine = repo.commit("a1", {"src/f00.txt": "the agent's\n"})  # a file the move changes
     res = paused.go()
     assert res.returncode == 1, res.stderr
-    assert reasons(res)["a1"] == "uncommitted changes"  # its index changed since the look
+    assert reasons(res)["a1"] == "the index changed while syncing (a commit or git add); " \
+        "will retry"
     assert repo.head("a1") == mine
     assert git(a1, "diff-index", "--cached", "--quiet", "HEAD", check=False).returncode == 0
     assert open(os.path.join(a1, "src/f00.txt")).read() == "the agent's\n"
@@ -139,7 +140,8 @@ def test_staged_work_after_the_look_stops_the_move(run, repo, tmp_path):
     git(a1, "add", "src/f01.txt")
     res = paused.go()
     assert res.returncode == 1, res.stderr
-    assert reasons(res)["a1"] == "uncommitted changes"
+    assert reasons(res)["a1"] == "the index changed while syncing (a commit or git add); " \
+        "will retry"
     assert repo.head("a1") == old
     assert git(a1, "diff", "--cached", "--name-only") == "src/f01.txt"
     assert journal_files() == []

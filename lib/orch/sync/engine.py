@@ -293,7 +293,7 @@ def _move_locked(entry, seen, detail, changes):
     if _head_ref(gitdir) != f"ref: refs/heads/{entry.branch}":
         reason = "HEAD changed while syncing; will retry"
     elif _index_stat(gitdir) != seen:
-        reason = "uncommitted changes"  # the index changed since the look: staged work
+        reason = "the index changed while syncing (a commit or git add); will retry"
     else:
         in_the_way = _ignored_in_the_way(path, changes)
         if in_the_way:
