@@ -26,10 +26,12 @@ Rules the screen detector relies on:
 
 import os
 import re
+import sys
 import time
 from collections import namedtuple
 
 from . import clock, store
+from .errors import OrchError
 
 # ---------------------------------------------------------------------------------------------
 # Screen detection: a pure function of the screen text, the clock and the local zone.
@@ -450,7 +452,7 @@ def resume_due(conn, capture, now=None):
         note = account["resume_note"] or os.environ.get("ORCH_RESUME_NOTE") or RESUME_NOTE
         if not note.strip() or tasks.note_problem(note):
             note = RESUME_NOTE  # an ORCH_RESUME_NOTE that could not be typed (add refuses it)
-        stagger = 0
+        stagger, failed = 0, False
         for pane in waiting:
             try:
                 screen = capture(pane["server"], pane["pane"])
@@ -461,23 +463,30 @@ def resume_due(conn, capture, now=None):
                 if seen is not None and seen.state == "limited":
                     suspend(conn, name, seen, pane["server"], pane["pane"], pane["target"], now)
                     break
-                conn.execute("UPDATE limited_panes SET state = 'resumed' WHERE account = ? AND "
-                             "server = ? AND pane = ?", (name, pane["server"], pane["pane"]))
-            if seen is not None:
+                # Taken only if still waiting: of two passes racing here, one resumes it.
+                taken = conn.execute("UPDATE limited_panes SET state = 'resumed' WHERE "
+                                     "account = ? AND server = ? AND pane = ? AND "
+                                     "state = 'waiting'",
+                                     (name, pane["server"], pane["pane"])).rowcount
+            if taken and seen is not None:
                 # This window's turn; the resume message is due just before it, so
                 # that it comes first, and the check-ins it held right after.
                 at = now + stagger * RESUME_STAGGER_S
-                added.append(tasks.add(conn, pane["pane"], pane["server"], note, at - 0.5,
-                                       account=name,
-                                       key=f"resume:{name}:{pane['server']}:{pane['pane']}"))
-                with store.tx(conn):
-                    conn.execute("UPDATE tasks SET not_before = ? WHERE account = ? AND "
-                                 "status = 'pending' AND server = ? AND target IN (?, ?) AND "
-                                 "not_before < ? AND id != ?",
-                                 (at, name, pane["server"], pane["target"], pane["pane"], at,
-                                  added[-1]))
+                try:
+                    added.append(_resume(conn, tasks, name, pane, note, at))
+                except OrchError as e:  # this window only: the pass goes on, a later one retries
+                    print(f"orch-sched: warning: resuming {pane['target']} after the "
+                          f"{name} limit: {e}", file=sys.stderr)
+                    with store.tx(conn):
+                        conn.execute("UPDATE limited_panes SET state = 'waiting' WHERE "
+                                     "account = ? AND server = ? AND pane = ?",
+                                     (name, pane["server"], pane["pane"]))
+                    failed = True
+                    continue
                 stagger += 1
         else:
+            if failed:
+                continue  # the account stays held until every window is resumed
             with store.tx(conn):
                 conn.execute("UPDATE accounts SET state = 'ok', backoff_s = NULL, updated = ? "
                              "WHERE name = ? AND state = 'suspended' AND until <= ?",
@@ -485,6 +494,17 @@ def resume_due(conn, capture, now=None):
                 conn.execute("DELETE FROM limited_panes WHERE account = ? AND "
                              "state = 'resumed'", (name,))
     return added
+
+
+def _resume(conn, tasks, account, pane, note, at):
+    """Add PANE's resume message at AT, and put what its account held right after it."""
+    task = tasks.add(conn, pane["pane"], pane["server"], note, at - 0.5, account=account,
+                     key=f"resume:{account}:{pane['server']}:{pane['pane']}")
+    with store.tx(conn):
+        conn.execute("UPDATE tasks SET not_before = ? WHERE account = ? AND status = 'pending' "
+                     "AND server = ? AND target IN (?, ?) AND not_before < ? AND id != ?",
+                     (at, account, pane["server"], pane["target"], pane["pane"], at, task))
+    return task
 
 
 def account_json(account, panes, now=None):

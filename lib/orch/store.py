@@ -274,7 +274,10 @@ class tx:
 
     def __exit__(self, kind, value, tb):
         if kind is not None:
-            self.conn.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk, an interrupt): a
+            # second ROLLBACK would raise and hide the error that got us here.
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
             return False
         try:
             self.conn.execute("COMMIT")

@@ -1,0 +1,105 @@
+"""Races and failures found by a hostile review, each forced here: two passes over one
+usage-limit reset, a resume that cannot be added, transactions SQLite already rolled
+back, lost claims, and bad input that must be refused."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+
+from orch import limits, store, tasks  # noqa: E402
+
+T0 = 1795636800.0   # 2026-11-25T20:00:00Z; TZ is UTC in tests
+LIMIT = ("● Working on it.\n\n  ⎿  You've hit your limit · resets 9pm (UTC)\n\n"
+         "╭────────────╮\n│ >          │\n╰────────────╯\n")
+PROMPT = "● Done.\n\n╭────────────╮\n│ >          │\n╰────────────╯\n"
+AFTER = T0 + 2 * 3600  # past the reset and its margin
+
+
+def held(conn, panes=("%1",)):
+    """Account 'team' held at a limit, seen in PANES of server 'srv'."""
+    seen = limits.detect(LIMIT, T0)
+    assert seen.state == "limited"
+    with store.tx(conn):
+        for pane in panes:
+            limits.suspend(conn, "team", seen, "srv", pane, f"s:{pane[1:]}", T0)
+
+
+def resumes(conn):
+    return conn.execute("SELECT id, target, status FROM tasks WHERE key LIKE 'resume:%' "
+                        "ORDER BY id").fetchall()
+
+
+def test_two_passes_racing_over_one_reset_add_one_resume():
+    conn, other = store.connect(), store.connect()
+    held(conn)
+
+    def capture_racing(server, pane):
+        # Pass B runs whole (and its resume is delivered) while pass A looks at the pane.
+        ids = limits.resume_due(other, lambda s, p: PROMPT, now=AFTER)
+        with store.tx(other):
+            other.executemany("UPDATE tasks SET status = 'done' WHERE id = ?",
+                              [(i,) for i in ids])
+        return PROMPT
+
+    assert limits.resume_due(conn, capture_racing, now=AFTER) == []
+    assert [r["status"] for r in resumes(conn)] == ["done"]  # typed once, by pass B
+    account = conn.execute("SELECT state FROM accounts WHERE name = 'team'").fetchone()
+    assert account["state"] == "ok"
+
+
+def test_a_resume_that_cannot_be_added_is_retried_and_the_other_windows_go_on(capsys):
+    conn = store.connect()
+    held(conn, panes=("%1", "%2"))
+    # %1's resume from an earlier reset is being delivered right now: add refuses (75).
+    busy = tasks.add(conn, "%1", "srv", "resume", T0 - 10, account="team",
+                     key="resume:team:srv:%1")
+    with store.tx(conn):
+        conn.execute("UPDATE tasks SET status = 'running', lease_until = ? WHERE id = ?",
+                     (AFTER + 600, busy))
+    added = limits.resume_due(conn, lambda s, p: PROMPT, now=AFTER)
+    assert [conn.execute("SELECT target FROM tasks WHERE id = ?", (i,)).fetchone()[0]
+            for i in added] == ["%2"]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "resuming s:1 after the team limit" in err
+    waiting = conn.execute("SELECT pane FROM limited_panes WHERE state = 'waiting'").fetchall()
+    assert [r[0] for r in waiting] == ["%1"]
+    assert conn.execute("SELECT state FROM accounts").fetchone()[0] == "suspended"
+    # Once the old delivery ends, the next pass resumes %1 and frees the account.
+    with store.tx(conn):
+        conn.execute("UPDATE tasks SET status = 'done' WHERE id = ?", (busy,))
+    assert len(limits.resume_due(conn, lambda s, p: PROMPT, now=AFTER + 60)) == 1
+    assert conn.execute("SELECT state FROM accounts").fetchone()[0] == "ok"
+
+
+def test_a_transaction_sqlite_already_rolled_back_keeps_its_own_error():
+    conn = store.connect()
+    with pytest.raises(ZeroDivisionError):
+        with store.tx(conn):
+            conn.execute("ROLLBACK")  # as SQLite does by itself on SQLITE_FULL
+            raise ZeroDivisionError  # the error the caller must see
+    assert not conn.in_transaction
+
+
+def claimed(conn):
+    task = tasks.add(conn, "s:w", "srv", "note", T0 - 1)
+    got = tasks.claim(conn, "srv", "s:w", T0)
+    assert got is not None and got[0]["id"] == task
+    return got[0]
+
+
+def test_finish_and_hold_refuse_a_claim_that_was_lost():
+    conn = store.connect()
+    mine = claimed(conn)
+    # The lease ran out and another runner claimed the occurrence.
+    later = mine["lease_until"] + 1
+    theirs = tasks.claim(conn, "srv", "s:w", later)
+    assert theirs is not None and theirs[0]["id"] == mine["id"]
+    assert tasks.finish(conn, mine, "delivered", "typed", now=later + 1) is None
+    tasks.hold(conn, mine, later + 600, "a limit", now=later + 1)
+    row = tasks.get(conn, mine["id"])
+    assert row["status"] == "running" and row["lease_until"] == theirs[0]["lease_until"]
+    outcomes = [r["outcome"] for r in tasks.attempts(conn, mine["id"])]
+    assert "delivered (claim lost)" in outcomes and "held (claim lost)" in outcomes
