@@ -103,3 +103,22 @@ def test_finish_and_hold_refuse_a_claim_that_was_lost():
     assert row["status"] == "running" and row["lease_until"] == theirs[0]["lease_until"]
     outcomes = [r["outcome"] for r in tasks.attempts(conn, mine["id"])]
     assert "delivered (claim lost)" in outcomes and "held (claim lost)" in outcomes
+
+
+@pytest.mark.parametrize("option", ["--in", "--every", "--at"])
+def test_an_empty_time_value_is_refused_not_taken_as_absent(run, option):
+    res = run("orch-sched", "add", f"{option}=", "s:0", "a note")
+    assert res.returncode == 65 and f"bad {option}" in res.stderr
+    listed = run("orch-sched", "list", "--porcelain")
+    assert listed.returncode == 0 and listed.stdout == ""
+
+
+def test_a_port_in_another_script_s_digits_is_refused(run):
+    res = run("orch-dash", "serve", "--port=\u0663")
+    assert res.returncode == 65 and "--port" in res.stderr
+
+
+def test_a_relative_state_directory_is_refused(run, tmp_path):
+    res = run("orch-sched", "list", env={"ORCH_HOME": "state"}, cwd=str(tmp_path))
+    assert res.returncode == 65 and "ORCH_HOME must be an absolute path" in res.stderr
+    assert not (tmp_path / "state").exists()

@@ -26,7 +26,7 @@ import os
 import sys
 
 from . import __version__, cli, clock, dash, store
-from .errors import DATAERR, NO, UNAVAILABLE, OrchError
+from .errors import NO, UNAVAILABLE, OrchError
 
 PROG = "orch-dash"
 
@@ -173,9 +173,7 @@ def watch_terminal(render, secs):
 
 
 def _port(text):
-    if not text.isdigit() or int(text) > 65535:
-        raise OrchError(f"bad --port value: {text!r} (want 0 to 65535)", DATAERR)
-    return int(text)
+    return cli.integer(text, "--port value", 0, 65535)  # ASCII digits only
 
 
 def cmd_serve(args):

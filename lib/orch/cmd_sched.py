@@ -76,11 +76,14 @@ def cmd_add(args):
     target = tmux.check_target(args["TARGET"])
     note = tasks.check_note(read_note(args["FREE"]))
     now = clock.now()
-    if args["--at"]:
+    # (`is not None`: an empty value is a mistake to report, never "not given".)
+    if args["--at"] is not None:
         due = clock.parse_time(args["--at"], now, "--at time")
     else:
-        due = now + clock.parse_duration(args["--in"] or "0", "--in duration")
-    every = clock.parse_duration(args["--every"], "--every duration") if args["--every"] else None
+        due = now + clock.parse_duration("0" if args["--in"] is None else args["--in"],
+                                         "--in duration")
+    every = (clock.parse_duration(args["--every"], "--every duration")
+             if args["--every"] is not None else None)
     account = args["--account"] or os.environ.get("ORCH_ACCOUNT") or "default"
     grace = clock.parse_duration(args["--grace"], "--grace duration")
     retries = cli.integer(args["--retries"], "--retries count", 0, 100)
@@ -101,7 +104,7 @@ def cmd_add(args):
 def _statuses(args):
     if args["--all"]:
         return tasks.STATUSES
-    if args["--status"]:
+    if args["--status"] is not None:
         if args["--status"] not in tasks.STATUSES:
             raise OrchError(f"bad status: {args['--status']!r} (want one of "
                             f"{', '.join(tasks.STATUSES)})", DATAERR)

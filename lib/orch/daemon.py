@@ -68,8 +68,8 @@ class Daemon:
             status = 0
             try:
                 os.setsid()
-                # Never keep a worktree (or a mount) busy; a relative ORCH_HOME is
-                # pinned first, so the state directory stays the one meant.
+                # Never keep a worktree (or a mount) busy; the state directory is
+                # resolved first, so the child's stays the one meant.
                 os.environ["ORCH_HOME"] = paths.state_dir()
                 os.chdir("/")
                 _redirect(paths.sub(log_name))

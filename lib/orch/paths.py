@@ -8,7 +8,7 @@ files (O_NOFOLLOW), so a planted link cannot redirect a write.
 
 import os
 
-from .errors import CANTCREAT, IOERR, OrchError
+from .errors import CANTCREAT, DATAERR, IOERR, OrchError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -17,6 +17,10 @@ FILE_MODE = 0o600
 def state_dir(create=True):
     """The state directory: $ORCH_HOME, else $XDG_STATE_HOME/orch, else ~/.local/state/orch."""
     home = os.environ.get("ORCH_HOME")
+    if home and not os.path.isabs(home):
+        # Refused rather than made absolute: every process (a cron job, a daemon, a
+        # hook) would find its own state directory under its own working directory.
+        raise OrchError(f"ORCH_HOME must be an absolute path, not {home!r}", DATAERR)
     if not home:
         base = os.environ.get("XDG_STATE_HOME")
         if not base or not os.path.isabs(base):
