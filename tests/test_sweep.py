@@ -10,6 +10,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
 from orch import limits, store, tasks  # noqa: E402
+from orch.errors import OrchError  # noqa: E402
 
 T0 = 1795636800.0   # 2026-11-25T20:00:00Z; TZ is UTC in tests
 LIMIT = ("● Working on it.\n\n  ⎿  You've hit your limit · resets 9pm (UTC)\n\n"
@@ -122,3 +123,38 @@ def test_a_relative_state_directory_is_refused(run, tmp_path):
     res = run("orch-sched", "list", env={"ORCH_HOME": "state"}, cwd=str(tmp_path))
     assert res.returncode == 65 and "ORCH_HOME must be an absolute path" in res.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_a_spool_that_cannot_be_written_is_74_and_puts_the_claim_back(tmux):
+    """The pass's spool cannot take the note (here: its directory is gone, as a
+    write fails on a full disk): 74 with one line, nothing typed, and the
+    check-in pending again at once, untried."""
+    from orch import deliver
+    agent = tmux.agent("full", "w")
+    conn = store.connect()
+    task = tasks.add(conn, agent.target, os.environ["ORCH_TMUX_SOCKET"], "a note", T0)
+    one = deliver.Pass()
+    os.rmdir(one.spool)
+    with pytest.raises(OrchError) as failed:
+        one.run()
+    assert failed.value.status == 74 and "cannot write a note to" in str(failed.value)
+    row = tasks.get(conn, task)
+    assert (row["status"], row["attempts"], row["typed"], row["lease_until"]) == \
+        ("pending", 0, None, None)
+    assert [a["outcome"] for a in tasks.attempts(conn, task)] == ["released"]
+    assert agent.received() == b""
+    assert deliver.run_pass() == 1  # the spool is back: it goes
+    assert agent.wait_received(b"a note\r") == b"a note\r"
+
+
+def test_a_full_disk_anywhere_is_74_in_one_line(capsys):
+    from orch import cli
+
+    def fills_the_disk(argv):
+        with open("/dev/full", "w") as f:  # every write: ENOSPC
+            f.write("x")
+        return 0
+
+    assert cli.main("orch-test", fills_the_disk, []) == 74
+    err = capsys.readouterr().err
+    assert err == "orch-test: error: No space left on device\n"

@@ -14,6 +14,7 @@ from .errors import OrchError
 from .text import porcelain_field, table_lines
 
 PLACEHOLDER = "\x00free"
+DISK_FULL = (28, 122, 27)  # ENOSPC, EDQUOT, EFBIG (a file size limit): an I/O error, 74
 
 
 def parse(doc, argv, version, free=None):
@@ -121,18 +122,30 @@ def main(prog, body, argv):
         return 130
     except BrokenPipeError:
         return _broken_pipe()
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            return _bug(prog, e)
+        # A full disk (or quota) anywhere: the user's to fix, not a bug.
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"{prog}: error: {e.strerror}{where}", file=sys.stderr)
+        return errors.IOERR
     except Exception as e:  # noqa: BLE001 - a bug: say where, briefly
-        if type(e).__module__ == "sqlite3":
-            from .store import translate
-            err = translate(e)
-            print(f"{prog}: error: {err}", file=sys.stderr)
-            return err.status
-        tb = e.__traceback__
-        while tb.tb_next:
-            tb = tb.tb_next
-        where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
-        print(f"{prog}: internal error: {type(e).__name__}: {e} (at {where})", file=sys.stderr)
-        return errors.SOFTWARE
+        return _bug(prog, e)
+
+
+def _bug(prog, e):
+    """E, an exception no code expected, as one line: what and where; sqlite's as 74/75."""
+    if type(e).__module__ == "sqlite3":
+        from .store import translate
+        err = translate(e)
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return err.status
+    tb = e.__traceback__
+    while tb.tb_next:
+        tb = tb.tb_next
+    where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+    print(f"{prog}: internal error: {type(e).__name__}: {e} (at {where})", file=sys.stderr)
+    return errors.SOFTWARE
 
 
 def _broken_pipe():

@@ -156,7 +156,12 @@ class Pass:
                     readable.add(pane.id)
             if notes:
                 tasks.typing(self.conn, [c[2] for c in claims if c[0].id in notes])
-            typed = tmux.paste_all(server, notes, self.spool) if notes else set()
+            try:
+                typed = tmux.paste_all(server, notes, self.spool) if notes else set()
+            except OrchError as e:  # the spool cannot be written (a full disk): 74
+                for _, _, task, _ in claims:  # back to the queue at once, untried
+                    tasks.release(self.conn, task, str(e))
+                raise
             if typed:
                 longest = max(len(notes[p].encode()) for p in typed)
                 time.sleep(self.delay + min(longest / PASTE_BYTES_PER_S, PASTE_EXTRA_MAX_S))

@@ -410,6 +410,18 @@ def hold(conn, task, until, detail, pane=None, now=None):
         _log(conn, task, now, pane, "held" if cur.rowcount else "held (claim lost)", detail)
 
 
+def release(conn, task, detail, pane=None, now=None):
+    """Put a claimed task back untried, as it was before the claim (nothing was typed:
+    the runner failed before it could, as on a full disk)."""
+    now = clock.now() if now is None else now
+    with store.tx(conn):
+        cur = conn.execute("UPDATE tasks SET status = 'pending', lease_until = NULL, "
+                           "typed = NULL, updated = ? WHERE id = ? AND status = 'running' "
+                           "AND lease_until = ?", (now, task["id"], task["lease_until"]))
+        _log(conn, task, now, pane, "released" if cur.rowcount else "released (claim lost)",
+             detail)
+
+
 def defer(conn, task, state, detail, pane=None, now=None):
     """Put a claimed task back untried because its pane is in STATE (dialog,
     busy, draft): no key was sent and no attempt is counted.

@@ -23,7 +23,7 @@ import signal
 import time
 
 from . import paths
-from .errors import DATAERR, UNAVAILABLE, OrchError
+from .errors import DATAERR, IOERR, UNAVAILABLE, OrchError
 
 # session[:window[.pane]] or a pane id %N.  tmux forbids ':' and '.' in session names.
 _TARGET = re.compile(r"(?P<session>[^:.]+)(?::(?P<window>[^:.]*)(?:\.(?P<pane>\d+))?)?")
@@ -367,10 +367,14 @@ def paste_all(server, notes, spool):
         for pane_id, text in notes.items():
             name = f"orch-{os.getpid()}-{next(_buffer_numbers)}"
             path = os.path.join(spool, name)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            files.append(path)
-            with os.fdopen(fd, "wb") as f:
-                f.write(text.encode())
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                files.append(path)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(text.encode())
+            except OSError as e:  # a full disk: nothing was pasted yet, nothing will be
+                raise OrchError(f"cannot write a note to {spool}: {e.strerror}; nothing was "
+                                "typed", IOERR) from None
             names[name] = pane_id
         try:
             for args in _batches([["load-buffer", "-b", name, os.path.join(spool, name)]
