@@ -158,3 +158,72 @@ def test_a_full_disk_anywhere_is_74_in_one_line(capsys):
     assert cli.main("orch-test", fills_the_disk, []) == 74
     err = capsys.readouterr().err
     assert err == "orch-test: error: No space left on device\n"
+
+
+def private_state(tmp_path):
+    state = tmp_path / "open" / "state"
+    state.mkdir(parents=True)
+    os.chmod(tmp_path / "open", 0o777)  # a parent anyone can write to, as /tmp: fine
+    os.chmod(state, 0o700)
+    return state
+
+
+TOOLS = (("orch-sched", "list"), ("orch-lock", "who"), ("orch-sync", "status"),
+         ("orch-dash", "--json"))
+
+
+def test_a_state_directory_under_a_world_writable_parent_is_fine(run, tmp_path):
+    env = {"ORCH_HOME": str(private_state(tmp_path))}
+    for argv in TOOLS:
+        res = run(*argv, env=env)
+        assert res.returncode in (0, 1), (argv, res.stderr)  # 1: orch-lock who, nothing held
+
+
+@pytest.mark.parametrize("how", ["group-writable", "another user's"])
+def test_a_state_directory_others_can_change_is_refused(run, tmp_path, how):
+    state = private_state(tmp_path)
+    if how == "group-writable":
+        os.chmod(state, 0o770)
+        said = f"writable by group or others: orch keeps its state only where nobody else " \
+               f"can change it; fix it with: chmod go-w {state}"
+    else:
+        os.chown(state, os.geteuid() + 4242, -1)
+        said = "belongs to another user"
+    for argv in TOOLS:
+        res = run(*argv, env={"ORCH_HOME": str(state)})
+        assert res.returncode == 77, (argv, res.stderr)
+        assert res.stderr.count("\n") == 1 and said in res.stderr, res.stderr
+    assert sorted(os.listdir(state)) == []  # nothing was created in it
+
+
+@pytest.mark.parametrize("what", ["orch.db", "locks", "locks/file"])
+def test_a_file_in_it_others_can_change_is_refused(run, tmp_path, what):
+    state = private_state(tmp_path)
+    env = {"ORCH_HOME": str(state)}
+    assert run("orch-lock", "run", "job", "true", env=env).returncode == 0
+    assert run("orch-sched", "list", env=env).returncode == 0
+    path = state / "locks" / "job" if what == "locks/file" else state / what
+    os.chmod(path, os.stat(path).st_mode | 0o002)
+    res = run("orch-sched", "list", env=env) if what == "orch.db" else \
+        run("orch-lock", "run", "job", "true", env=env)
+    assert res.returncode == 77 and "writable by group or others" in res.stderr, res.stderr
+
+
+def test_a_holder_record_others_can_change_is_refused(run, tmp_path):
+    import subprocess
+
+    from conftest import wait_until
+    state = private_state(tmp_path)
+    env = dict(os.environ, ORCH_HOME=str(state))
+    tool = os.path.join(os.path.dirname(sys.executable), "orch-lock")
+    holder = subprocess.Popen([tool, "run", "job", "sleep", "60"], env=env,
+                              stdin=subprocess.DEVNULL)
+    try:
+        record = state / "holders" / "job"
+        wait_until(record.exists, what="the holder record")
+        os.chmod(record, 0o666)
+        res = run("orch-lock", "who", "job", env={"ORCH_HOME": str(state)})
+        assert res.returncode == 77 and "writable by group or others" in res.stderr
+    finally:
+        holder.terminate()
+        holder.wait(timeout=10)

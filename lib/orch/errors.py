@@ -13,6 +13,7 @@ SOFTWARE = 70     # a bug
 CANTCREAT = 73    # cannot create the state directory or a file in it
 IOERR = 74        # I/O error on the state directory or database
 TEMPFAIL = 75     # retrying later can succeed (lock held, database busy)
+NOPERM = 77       # the state directory (or a file in it) is not safely ours
 
 
 class OrchError(Exception):

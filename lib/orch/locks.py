@@ -241,6 +241,11 @@ def read_holder(name):
     except OSError:
         return None
     try:
+        paths.check_private(holder_path(name), os.fstat(fd))
+    except OrchError:
+        os.close(fd)
+        raise
+    try:
         with os.fdopen(fd, "rb") as f:
             record = json.loads(f.read() or b"null")
     except ValueError:

@@ -8,7 +8,7 @@ files (O_NOFOLLOW), so a planted link cannot redirect a write.
 
 import os
 
-from .errors import CANTCREAT, DATAERR, IOERR, OrchError
+from .errors import CANTCREAT, DATAERR, IOERR, NOPERM, OrchError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -30,7 +30,31 @@ def state_dir(create=True):
     home = os.path.abspath(home)
     if create:
         make_dir(home)
+    elif not os.path.isdir(home):
+        return home
+    if home not in _ours:
+        check_private(home)
+        _ours.add(home)
     return home
+
+
+_ours = set()  # directories this process has found to be private to it
+
+
+def check_private(path, st=None):
+    """Refuse PATH (exit 77) unless it is ours: owned by this user and not writable
+    by group or others.  Anyone else who could write there could swap in a lock
+    file and hold it, or move the database aside; its parents do not matter
+    (a state directory under /tmp is fine)."""
+    st = st if st is not None else os.stat(path)
+    if st.st_uid != os.geteuid():
+        raise OrchError(f"{path} belongs to another user (uid {st.st_uid}): orch keeps its "
+                        "state only where nobody else can change it; set ORCH_HOME to a "
+                        "directory of your own", NOPERM)
+    if st.st_mode & 0o022:
+        raise OrchError(f"{path} is writable by group or others: orch keeps its state only "
+                        f"where nobody else can change it; fix it with: chmod go-w {path}",
+                        NOPERM)
 
 
 def make_dir(path):
@@ -51,6 +75,9 @@ def sub(*parts, create_dir=False):
     path = os.path.join(state_dir(), *parts)
     if create_dir:
         make_dir(path)
+        if path not in _ours:
+            check_private(path)
+            _ours.add(path)
     return path
 
 
@@ -69,12 +96,18 @@ def which(command):
 def open_private(path, flags=os.O_RDWR | os.O_CREAT):
     """Open (creating 0600) a file of ours, refusing to follow a symlink."""
     try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     except OSError as e:
         if e.errno == 40:  # ELOOP: the last component is a symlink
             raise OrchError(f"{path} is a symbolic link; refusing to follow it",
                             CANTCREAT) from None
         raise OrchError(f"cannot open {path}: {e.strerror}", CANTCREAT) from None
+    try:
+        check_private(path, os.fstat(fd))
+    except OrchError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_atomic(path, data, mode=FILE_MODE, durable=True, status=IOERR):

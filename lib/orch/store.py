@@ -214,10 +214,13 @@ def connect(path=None, migrate=True, durable=True):
     path = path or db_path()
     if os.path.islink(path):
         raise OrchError(f"{path} is a symbolic link; refusing to open it", IOERR)
-    fresh = not os.path.exists(path)
-    if fresh:
+    if not os.path.exists(path):
         # Create the file ourselves so it is 0600 from the first byte.
         os.close(paths.open_private(path, os.O_RDWR | os.O_CREAT))
+    else:
+        # A stat, never an open: closing any descriptor of the file would drop
+        # the POSIX locks SQLite holds through this process's other connections.
+        paths.check_private(path)
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                check_same_thread=False)
