@@ -50,3 +50,63 @@ def test_man_page_lints_clean(page):
     proc = subprocess.run(["groff", "-mandoc", "-ww", "-z", os.path.join(ROOT, "man", page)],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+def section(page, name):
+    body = page.split(f"\n.Sh {name}\n", 1)
+    assert len(body) == 2, f"no {name} section"
+    return body[1].split("\n.Sh ", 1)[0]
+
+
+def usage_options(doc):
+    """The options of a docopt usage text's Options: section (help and version aside)."""
+    block = doc.split("Options:", 1)[1]
+    found = set()
+    for line in block.splitlines():
+        words = line.strip().split("  ")[0].split()
+        if not words or not words[0].startswith("-"):
+            continue
+        for word in words:
+            if word.startswith("-"):
+                found.add(word.split("=")[0].rstrip(","))
+    return found - {"-h", "--help", "--version"}
+
+
+def page_options(page):
+    """The options an OPTIONS section describes: every `Fl -x` of its item lines."""
+    found = set()
+    for line in section(page, "OPTIONS").splitlines():
+        if line.startswith(".It "):
+            found.update("-" + m for m in re.findall(r"Fl (\S+)", line))
+    return {f.split("=")[0] for f in found}
+
+
+@pytest.mark.parametrize("tool", PRESENT)
+def test_options_section_matches_usage(tool):
+    doc = importlib.import_module(f"orch.{TOOLS[tool]}").__doc__
+    with open(os.path.join(ROOT, "man", f"{tool}.1"), encoding="utf-8") as f:
+        page = f.read()
+    assert page_options(page) == usage_options(doc)
+
+
+def exit_codes(page):
+    codes = set()
+    for line in section(page, "EXIT STATUS").splitlines():
+        if line.startswith(".It "):
+            codes.update(int(n) for n in re.findall(r"\b(\d+)\b(?!\+)", line[4:]))
+    return codes
+
+
+def test_exit_status_tables_match_errors_py():
+    from orch import errors
+    defined = {v for k, v in vars(errors).items() if k.isupper() and isinstance(v, int)}
+    shell = {126, 127, 130, 141}  # a wrapped command not runnable or not found, as in
+    # sh(1); Ctrl-C; a closed pipe
+    with open(os.path.join(ROOT, "man", "orch.7"), encoding="utf-8") as f:
+        assert exit_codes(f.read()) == defined  # the shared table: every code, no other
+    for tool in PRESENT:
+        with open(os.path.join(ROOT, "man", f"{tool}.1"), encoding="utf-8") as f:
+            codes = exit_codes(f.read())
+        assert codes - defined <= shell, (tool, codes - defined)
+        # What every tool can meet: its command line, the state directory and its files.
+        assert {0, 64, 73, 74, 77} <= codes, (tool, {0, 64, 73, 74, 77} - codes)
