@@ -6,7 +6,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -467,6 +469,72 @@ def test_serve_on_loopback_only_and_read_only(run, state, tmp_path):
         p.wait(timeout=10)
     # Nothing listens once it is gone.
     assert listening(port) == []
+
+
+class Served:
+    """A real `orch-dash serve` on a free port, ended (by pid) afterwards."""
+
+    def __enter__(self):
+        self.p = subprocess.Popen(["orch-dash", "serve", "--port=0"], stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.url = self.p.stdout.readline().strip()
+        self.port = int(self.url.rsplit(":", 1)[1].rstrip("/"))
+        return self
+
+    def raw(self, data, read=True):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=20) as c:
+            c.sendall(data)
+            return c.makefile("rb").read() if read else b""
+
+    def threads(self):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            return int(next(line.split()[1] for line in f if line.startswith("Threads:")))
+
+    def __exit__(self, *exc):
+        self.p.send_signal(signal.SIGTERM)
+        self.stderr = self.p.communicate(timeout=10)[1]
+
+
+def test_serve_answers_405_to_every_other_method_and_checks_the_host_strictly(state):
+    with Served() as srv:
+        for method in ("PROPFIND", "FOO", "get", "OPTIONS"):
+            reply = srv.raw(f"{method} / HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            head = reply.split(b"\r\n\r\n")[0].decode()
+            assert head.startswith("HTTP/1.1 405 ") and "\r\nAllow: GET, HEAD" in head, method
+        for host, code in (("127.0.0.1", 200), ("localhost:8377", 200), ("[::1]:80", 200),
+                           ("127.0.0.1:1@evil.com", 403), ("evil.com", 403),
+                           ("localhost.evil.com", 403), ("127.0.0.1:", 403),
+                           ("127.0.0.1:\u0663", 403), ("LOCALHOST", 403)):
+            reply = srv.raw(f"GET /json HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert reply.startswith(f"HTTP/1.1 {code} ".encode()), (host, reply[:40])
+        assert srv.raw(b"nonsense\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+def test_slow_clients_hold_no_worker_and_are_cut_off(state):
+    with Served() as srv:
+        slow = []
+        for _ in range(50):  # each sends part of a head, then nothing
+            c = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+            c.sendall(b"GET / HTTP/1.1\r\nHost: local")
+            slow.append(c)
+        status, _, body = request(srv.url + "json")
+        assert status == 200 and json.loads(body)["version"] == 1
+        assert srv.threads() <= 1 + 4  # the selector's thread and the bounded pool
+        for c in slow:  # the server ends each after its head timeout
+            assert c.recv(4096).startswith(b"HTTP/1.1 408 ")
+            c.close()
+    assert srv.p.returncode in (-signal.SIGTERM, 0)
+
+
+def test_clients_that_hang_up_early_leave_no_trace(state):
+    with Served() as srv:
+        for _ in range(50):
+            c = socket.create_connection(("127.0.0.1", srv.port), timeout=20)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            c.close()  # a reset before the answer is written
+        assert request(srv.url)[0] == 200  # still serving
+    assert srv.stderr == ""
 
 
 def test_serve_refuses_a_port_in_use(run):

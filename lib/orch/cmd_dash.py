@@ -23,6 +23,7 @@ Options:
 """
 
 import os
+import re
 import sys
 
 from . import __version__, cli, clock, dash, store
@@ -176,77 +177,53 @@ def _port(text):
     return cli.integer(text, "--port value", 0, 65535)  # ASCII digits only
 
 
+HOST = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(:[0-9]+)?", re.ASCII)
+HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+           "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"}
+
+
 def cmd_serve(args):
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from . import httpd
     port = _port(args["--port"])
     project = args["--project"]
     dash.owner(project)
     store.connect().close()  # an unusable store fails now, in the foreground
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = f"{PROG}/{__version__}"
-        sys_version = ""
+    def answer(method, target, headers):
+        def text(code, body, **extra):
+            return code, dict(HEADERS, **{"Content-Type": "text/plain"}, **extra), body
 
-        def do_GET(self):
-            self._answer(send_body=True)
-
-        def do_HEAD(self):
-            self._answer(send_body=False)
-
-        def _refuse(self):
-            self._send(405, "text/plain", b"read-only: only GET and HEAD\n", True,
-                       {"Allow": "GET, HEAD"})
-
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
-
-        def _answer(self, send_body):
-            host = (self.headers.get("Host") or "localhost").rsplit(":", 1)[0]
-            if host not in ("127.0.0.1", "localhost"):
-                # A page elsewhere that rebinds its name to 127.0.0.1 cannot read us.
-                return self._send(403, "text/plain", b"forbidden host\n", send_body)
-            path = self.path.split("?", 1)[0]
-            if path not in ("/", "/index.html", "/json"):
-                return self._send(404, "text/plain", b"not found (try / or /json)\n",
-                                  send_body)
+        if method not in ("GET", "HEAD"):  # methods are case-sensitive: "get" is not GET
+            return text(405, b"read-only: only GET and HEAD\n", Allow="GET, HEAD")
+        host = headers.get("host")
+        if host is not None and not HOST.fullmatch(host):
+            # A page elsewhere that rebinds its name to 127.0.0.1 cannot read us.
+            return text(403, b"forbidden host\n")
+        path = target.split("?", 1)[0]
+        if path not in ("/", "/index.html", "/json"):
+            return text(404, b"not found (try / or /json)\n")
+        try:
+            conn = store.connect()
             try:
-                conn = store.connect()
-                try:
-                    snap = dash.gather(conn, project)
-                finally:
-                    conn.close()
-            except OrchError as e:
-                return self._send(503, "text/plain", f"{e}\n".encode(), send_body)
-            if path == "/json":
-                self._send(200, "application/json", dash.json_text(snap).encode(), send_body)
-            else:
-                self._send(200, "text/html; charset=utf-8", dash.html(snap).encode(),
-                           send_body)
-
-        def _send(self, code, kind, body, send_body, extra=None):
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Content-Security-Policy",
-                             "default-src 'none'; style-src 'unsafe-inline'")
-            for name, value in (extra or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            if send_body:
-                self.wfile.write(body)
-
-        def log_message(self, *args):  # quiet: stdout is data, and a log is not asked for
-            pass
+                snap = dash.gather(conn, project)
+            finally:
+                conn.close()
+        except OrchError as e:
+            return text(503, f"{e}\n".encode())
+        if path == "/json":
+            return 200, dict(HEADERS, **{"Content-Type": "application/json"}), \
+                dash.json_text(snap).encode()
+        return 200, dict(HEADERS, **{"Content-Type": "text/html; charset=utf-8"}), \
+            dash.html(snap).encode()
 
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        sock = httpd.listen("127.0.0.1", port)
     except OSError as e:
         raise OrchError(f"cannot listen on 127.0.0.1:{port}: {e.strerror}",
                         UNAVAILABLE) from None
-    print(f"http://127.0.0.1:{server.server_address[1]}/", flush=True)
-    with server:
-        server.serve_forever()
+    print(f"http://127.0.0.1:{sock.getsockname()[1]}/", flush=True)
+    with sock:
+        httpd.serve(sock, answer, f"{PROG}/{__version__}")
     return 0
 
 
