@@ -1,4 +1,4 @@
-# orch: make test | demo | install | uninstall | lint | man | clean
+# orch: make deps | test | demo | install | uninstall | lint | man | clean
 PREFIX ?= /usr/local
 DESTDIR ?=
 PYTHON ?= python3
@@ -11,9 +11,16 @@ MANDIR = $(DESTDIR)$(PREFIX)/share/man
 TOOLS = orch-sched orch-lock orch-sync orch-dash
 SCRIPTS = $(TOOLS) schedule_with_note.sh
 
-.PHONY: test demo install uninstall lint man clean venv
+.PHONY: deps test demo install uninstall lint man clean venv
 
-$(VENV)/.installed: setup.cfg pyproject.toml bin/schedule_with_note.sh
+# What the tests and the demo need that a fresh Debian/Ubuntu machine may lack
+# (tmux, git, groff, Chromium, python3-venv): installed as root, else the one
+# command to run is printed.  DRY_RUN=1 only prints it (and fails if anything
+# is missing).  See .ci/deps.
+deps:
+	@PYTHON=$(PYTHON) sh .ci/deps $(if $(DRY_RUN),--dry-run)
+
+$(VENV)/.installed: setup.cfg pyproject.toml bin/schedule_with_note.sh | deps
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -e '.[test,lint,bench]'
@@ -21,10 +28,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml bin/schedule_with_note.sh
 
 venv: $(VENV)/.installed
 
-test: $(VENV)/.installed
+test: deps $(VENV)/.installed
 	$(VPY) -m pytest -q
 
-demo: $(VENV)/.installed
+demo: deps $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sh contrib/demo.sh
 
 lint: $(VENV)/.installed

@@ -2,13 +2,14 @@
 # schedule_with_note.sh [MINUTES [NOTE [TARGET]]]
 # Schedule a check-in: in MINUTES (default 3, fractional allowed) type
 # "SCHEDULED CHECK-IN: NOTE" into tmux TARGET (default $ORCH_DEFAULT_TARGET,
-# else tmux-orc:0).  A drop-in for the original script, stored by orch-sched
-# so it survives reboots; see schedule_with_note.sh(1).
+# else $TMO_DEFAULT_SESSION:$TMO_DEFAULT_WINDOW as the original read them, else
+# tmux-orc:0).  A drop-in for the original script, stored by orch-sched so it
+# survives reboots; see schedule_with_note.sh(1).
 set -u
 prog=schedule_with_note.sh
 minutes=${1:-3}
 note=${2:-Standard check-in}
-target=${3:-${ORCH_DEFAULT_TARGET:-tmux-orc:0}}
+target=${3:-${ORCH_DEFAULT_TARGET:-${TMO_DEFAULT_SESSION:-tmux-orc}:${TMO_DEFAULT_WINDOW:-0}}}
 
 die() { printf '%s: error: %s\n' "$prog" "$2" >&2; exit "$1"; }
 

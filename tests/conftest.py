@@ -235,7 +235,7 @@ class Tmux:
 @pytest.fixture
 def tmux(monkeypatch):
     if not shutil.which("tmux"):
-        pytest.fail("tmux is required for this test (install it: .ci/run does)")
+        pytest.fail("tmux is required for this test: run make deps")
     # Socket paths are limited to ~100 bytes: keep it short, under /tmp.
     directory = tempfile.mkdtemp(prefix="orcht")
     socket = os.path.join(directory, "s")

@@ -366,8 +366,7 @@ def test_output_replaces_the_file_atomically(run, tmp_path):
 def chromium():
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.fail("chromium is required for this test (install Debian's chromium: .ci/run "
-                    "does)")
+        pytest.fail("chromium is required for this test: run make deps")
     return path
 
 

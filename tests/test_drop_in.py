@@ -160,3 +160,21 @@ def test_a_missing_target_is_warned_of_and_still_stored(tmux, run):
     assert [t["target"] for t in tasks(run)] == ["nosuch:0"]
     ok = script("1", "x", "real:w", env={"ORCH_NO_AUTOSTART": "1"})
     assert ok.returncode == 0 and ok.stderr == ""
+
+
+def test_the_seed_s_default_session_and_window_are_the_default_target(tmux, run):
+    agent = tmux.agent("seeded", "w")
+    seed = {"TMO_DEFAULT_SESSION": "seeded", "TMO_DEFAULT_WINDOW": "w"}
+    r = script("0", "from the seed's settings", env=seed)
+    assert r.returncode == 0, r.stderr
+    assert "orch-sched task" in r.stdout and "for seeded:w" in r.stdout
+    assert run("orch-sched", "run").returncode == 0
+    expected = b"SCHEDULED CHECK-IN: from the seed's settings\r"
+    assert agent.wait_received(expected) == expected
+    # ORCH_DEFAULT_TARGET comes first; only the session set means its window 0.
+    r = script("5", "x", env=dict(seed, ORCH_DEFAULT_TARGET="team:2"))
+    assert r.returncode == 0, r.stderr
+    r = script("5", "y", env={"TMO_DEFAULT_SESSION": "seeded"})
+    assert r.returncode == 0, r.stderr
+    targets = [t["target"] for t in sorted(tasks(run), key=lambda t: t["id"])]
+    assert targets == ["seeded:w", "team:2", "seeded:0"]

@@ -46,7 +46,7 @@ def test_synopsis_matches_usage(tool):
                                         if re.search(r"\.\d$", p)))
 def test_man_page_lints_clean(page):
     if not shutil.which("groff"):
-        pytest.fail("groff is required (.ci/run installs it)")
+        pytest.fail("groff is required for this test: run make deps")
     proc = subprocess.run(["groff", "-mandoc", "-ww", "-z", os.path.join(ROOT, "man", page)],
                           capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
