@@ -409,3 +409,55 @@ def test_add_stores_the_check_in_whatever_tmux_does(run, tmp_path):
         assert r.returncode == 0 and r.stdout.strip().isdigit(), r.stderr
         assert r.stderr.count("\n") == 1 and warning in r.stderr, r.stderr
     assert [t["note"] for t in tasks_json(run)] == ["note 0", "note 1", "note 2"]
+
+
+def seed_db(path, rows):
+    """A task_queue.db with the schema of the seed's scheduler.py."""
+    import sqlite3
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE tasks (id INTEGER PRIMARY KEY AUTOINCREMENT, session_name TEXT "
+                 "NOT NULL, agent_role TEXT NOT NULL, window_index INTEGER NOT NULL, next_run "
+                 "REAL NOT NULL, interval_minutes INTEGER NOT NULL, note TEXT, last_run REAL, "
+                 "retry_count INTEGER DEFAULT 0)")
+    conn.executemany("INSERT INTO tasks (session_name, agent_role, window_index, next_run, "
+                     "interval_minutes, note) VALUES (?, ?, ?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+
+
+def test_import_seed_turns_the_seed_s_tasks_into_check_ins_once(run, tmp_path):
+    db = tmp_path / "task_queue.db"
+    t0 = 1795636800  # 2026-11-25T20:00:00Z
+    seed_db(db, [("proj", "orchestrator", 0, t0 + 600, 30, "Oversee the team"),
+                 ("proj", "developer", 1, t0 + 60, 0, "Check the build"),
+                 ("proj", "tester", 2, "soon", 15, "from the seed's history"),
+                 ("other", "pm", 3, float(t0), 0, "bell \a")])
+    res = run("orch-sched", "import-seed", str(db))
+    assert res.returncode == 1  # two rows could not be imported
+    assert res.stderr.splitlines() == [
+        "orch-sched: warning: row 3: next_run 'soon' is not a number",
+        "orch-sched: warning: row 4: the note holds a control character, BEL (U+0007), at "
+        "character 6 (only newline and tab are allowed)"]
+    ids = [int(x) for x in res.stdout.split()]
+    assert len(ids) == 2
+    listed = {t["id"]: t for t in json.loads(run("orch-sched", "list", "--json").stdout)}
+    assert sorted(listed) == sorted(ids)
+    by_target = {t["target"]: t for t in listed.values()}
+    assert by_target["proj:0"]["due"] == "2026-11-25T20:10:00Z"
+    assert by_target["proj:0"]["every_s"] == 1800 and by_target["proj:0"]["note"] == \
+        "Oversee the team"
+    assert by_target["proj:1"]["due"] == "2026-11-25T20:01:00Z"
+    assert by_target["proj:1"]["every_s"] is None
+    # A second import adds nothing, even after a check-in was delivered and is gone.
+    assert run("orch-sched", "cancel", str(by_target["proj:1"]["id"])).returncode == 0
+    again = run("orch-sched", "import-seed", str(db))
+    assert again.returncode == 1 and again.stdout == ""
+    assert len(json.loads(run("orch-sched", "list", "--all", "--json").stdout)) == 2
+
+
+def test_import_seed_refuses_what_is_not_a_seed_database(run, tmp_path):
+    res = run("orch-sched", "import-seed", str(tmp_path / "missing.db"))
+    assert res.returncode == 65 and "no such file" in res.stderr
+    (tmp_path / "junk.db").write_text("not sqlite")
+    res = run("orch-sched", "import-seed", str(tmp_path / "junk.db"))
+    assert res.returncode == 65 and "is not a seed scheduler's task_queue.db" in res.stderr

@@ -15,6 +15,7 @@ Usage:
   orch-sched limits clear ACCOUNT
   orch-sched limits set ACCOUNT --until=TIME [--resume-note=TEXT]
   orch-sched check [--json] TARGET
+  orch-sched import-seed DB
   orch-sched -h | --help
   orch-sched --version
 
@@ -54,9 +55,9 @@ PROG = "orch-sched"
 def main(argv):
     args = cli.parse(__doc__, argv, f"{PROG} {__version__}", free={"add": 1})
     for verb in ("add", "list", "show", "cancel", "run", "daemon", "status", "log", "prune",
-                 "limits", "check"):
+                 "limits", "check", "import-seed"):
         if args.get(verb):
-            return globals()[f"cmd_{verb}"](args)
+            return globals()[f"cmd_{verb.replace('-', '_')}"](args)
     return 0
 
 
@@ -318,6 +319,18 @@ def cmd_check(args):
             if value is not None and (key != "menu" or seen.limit):
                 print(f"{key}: {text.visible(str(value))}")
     return 0 if seen.typable else NO
+
+
+
+def cmd_import_seed(args):
+    from . import seed, tmux
+    conn = store.connect()
+    added, skipped = seed.import_db(conn, args["DB"], tmux.server_from_env())
+    for task_id in added:
+        print(task_id)
+    for n, why in skipped:
+        print(f"{PROG}: warning: row {n}: {text.visible(why)}", file=sys.stderr)
+    return NO if skipped else 0
 
 
 def run():
