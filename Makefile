@@ -8,6 +8,7 @@ BINDIR = $(DESTDIR)$(PREFIX)/bin
 LIBDIR = $(DESTDIR)$(PREFIX)/lib/orch
 SHAREDIR = $(DESTDIR)$(PREFIX)/share/orch
 MANDIR = $(DESTDIR)$(PREFIX)/share/man
+BASHCOMPDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
 TOOLS = orch-sched orch-lock orch-sync orch-dash
 SCRIPTS = $(TOOLS) schedule_with_note.sh
 
@@ -52,10 +53,14 @@ install:
 	for h in hooks/*; do [ -f "$$h" ] && install -m 755 "$$h" $(SHAREDIR)/hooks/ || true; done
 	for page in man/*.1; do install -m 644 "$$page" $(MANDIR)/man1/; done
 	for page in man/*.7; do [ -f "$$page" ] && install -m 644 "$$page" $(MANDIR)/man7/ || true; done
+	install -d $(SHAREDIR)/completion $(BASHCOMPDIR)
+	install -m 644 contrib/completion/orch.bash contrib/completion/orch.zsh $(SHAREDIR)/completion/
+	for t in $(TOOLS); do install -m 644 contrib/completion/orch.bash $(BASHCOMPDIR)/$$t; done
 
 uninstall:
 	for s in $(SCRIPTS); do rm -f $(BINDIR)/$$s; done
 	rm -rf $(LIBDIR) $(SHAREDIR)
+	for t in $(TOOLS); do rm -f $(BASHCOMPDIR)/$$t; done
 	for page in man/*.1; do rm -f $(MANDIR)/man1/$${page#man/}; done
 	for page in man/*.7; do rm -f $(MANDIR)/man7/$${page#man/}; done
 
