@@ -461,3 +461,48 @@ def test_import_seed_refuses_what_is_not_a_seed_database(run, tmp_path):
     (tmp_path / "junk.db").write_text("not sqlite")
     res = run("orch-sched", "import-seed", str(tmp_path / "junk.db"))
     assert res.returncode == 65 and "is not a seed scheduler's task_queue.db" in res.stderr
+
+
+def test_add_batch_stores_all_or_none_and_names_the_bad_line(run, tmux):
+    agent = tmux.agent("batch", "w")
+    lines = [{"target": agent.target, "note": "first", "in": "5m"},
+             {"target": "nosuch:0", "note": "second", "every": "1h", "key": "k"},
+             {"target": agent.target, "note": "third -- $(x) 'q'", "at": "2030-01-01T00:00:00Z"},
+             {"target": "nosuch:0", "note": "fourth", "in": 10}]
+    stdin = "".join(json.dumps(x) + "\n" for x in lines) + "\n"
+    res = run("orch-sched", "add", "--batch", stdin=stdin, env={"ORCH_NOW": "1795636800"})
+    assert res.returncode == 0, res.stderr
+    ids = [int(x) for x in res.stdout.split()]
+    assert len(ids) == 4
+    warnings = res.stderr.splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith("orch-sched: warning: nosuch:0:")
+    listed = {t["id"]: t for t in json.loads(run("orch-sched", "list", "--json").stdout)}
+    got = [(listed[i]["target"], listed[i]["note"], listed[i]["due"], listed[i]["every_s"],
+            listed[i]["key"]) for i in ids]
+    assert got == [(agent.target, "first", "2026-11-25T20:05:00Z", None, None),
+                   ("nosuch:0", "second", "2026-11-25T20:00:00Z", 3600, "k"),
+                   (agent.target, "third -- $(x) 'q'", "2030-01-01T00:00:00Z", None, None),
+                   ("nosuch:0", "fourth", "2026-11-25T20:10:00Z", None, None)]
+    for bad, said in (('{"target": "a:0", "note": "bell \\u0007"}', "control character"),
+                      ('{"target": "a:0", "note": "x", "in": ""}', "bad in duration"),
+                      ('{"target": "a:0", "note": "x", "colour": "red"}', "unknown key"),
+                      ('["a:0", "x"]', "not a JSON object"), ("{oops", "not JSON")):
+        res = run("orch-sched", "add", "--batch",
+                  stdin='{"target": "a:0", "note": "fine"}\n\n' + bad + "\n")
+        assert res.returncode == 65 and res.stdout == ""
+        assert res.stderr.startswith("orch-sched: error: line 3: ") and said in res.stderr
+        assert len(json.loads(run("orch-sched", "list", "--json").stdout)) == 4
+
+
+def test_add_batch_is_one_transaction_even_when_a_key_is_busy(run, hermetic):
+    first = run("orch-sched", "add", "--key", "busy", "a:0", "being delivered")
+    assert first.returncode == 0
+    conn = sqlite3.connect(hermetic / "orch.db")
+    conn.execute("UPDATE tasks SET status = 'running', lease_until = 9e9 WHERE key = 'busy'")
+    conn.commit()
+    conn.close()
+    res = run("orch-sched", "add", "--batch", stdin='{"target": "b:0", "note": "new"}\n'
+              '{"target": "a:0", "note": "again", "key": "busy"}\n')
+    assert res.returncode == 75 and "line 2: " in res.stderr and res.stdout == ""
+    assert [t["note"] for t in json.loads(run("orch-sched", "list", "--json").stdout)] == \
+        ["being delivered"]  # b:0's check-in went back with the rest

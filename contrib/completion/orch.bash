@@ -4,7 +4,7 @@
 
 _orch_offered() {  # TOOL VERB: the words and options offered after them
 	case "$1 $2" in
-	"orch-sched add") printf '%s' '--in= --at= --every= --key= --account= --catch-up= --grace= --retries= --help' ;;
+	"orch-sched add") printf '%s' '--in= --at= --every= --key= --account= --catch-up= --grace= --retries= --batch --help' ;;
 	"orch-sched list") printf '%s' '--all --status= --json --porcelain --help' ;;
 	"orch-sched show") printf '%s' '--json --help' ;;
 	"orch-sched cancel") printf '%s' '--help' ;;

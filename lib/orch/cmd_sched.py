@@ -3,6 +3,7 @@
 Usage:
   orch-sched add [--in=DUR | --at=TIME] [--every=DUR] [--key=KEY] [--account=NAME]
                  [--catch-up=POLICY] [--grace=DUR] [--retries=N] TARGET NOTE...
+  orch-sched add --batch
   orch-sched list [--all | --status=S] [--json | --porcelain]
   orch-sched show ID [--json]
   orch-sched cancel ID...
@@ -28,6 +29,7 @@ Options:
   --catch-up=POLICY  A late occurrence: once (deliver it, marked late) or skip [default: once].
   --grace=DUR        How late still counts as on time [default: 10m].
   --retries=N        Retries after a failed first attempt [default: 5].
+  --batch            Add the check-ins on stdin, one JSON object a line, all or none.
   --all              List tasks in every status.
   --status=S         List tasks in status S only.
   --json             Print JSON.
@@ -74,6 +76,8 @@ def read_note(words):
 
 def cmd_add(args):
     from . import tmux
+    if args.get("--batch"):
+        return _add_batch()
     target = tmux.check_target(args["TARGET"])
     note = tasks.check_note(read_note(args["FREE"]))
     now = clock.now()
@@ -100,6 +104,86 @@ def cmd_add(args):
         print(f"{PROG}: warning: {text.visible(target)}: {text.visible(str(found))} (the check-in "
               "is stored and will be tried when due)", file=sys.stderr)
     return 0
+
+
+BATCH_KEYS = {"target", "note", "in", "at", "every", "key", "account", "catch_up", "grace",
+              "retries"}
+
+
+def _add_batch():
+    """add --batch: JSON lines on stdin, validated as single adds, stored in one
+    transaction; the ids printed one a line; one tmux call for them all."""
+    import json
+
+    from . import tmux
+    now = clock.now()
+    server = tmux.server_from_env()
+    lookup = tmux.Lookup(server)
+    account = os.environ.get("ORCH_ACCOUNT") or "default"
+    items, number = [], []
+    data = sys.stdin.buffer.read() if sys.stdin else b""
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict):
+                raise OrchError("not a JSON object")
+            items.append(_batch_item(obj, server, now, account))
+        except (ValueError, OrchError) as e:  # UnicodeDecodeError is a ValueError too
+            message = e if isinstance(e, OrchError) else f"not JSON ({e})"
+            raise OrchError(f"line {n}: {message}; nothing was added", DATAERR) from None
+        number.append(n)
+    conn = store.connect()
+    try:
+        ids = tasks.add_many(conn, items)
+    except OrchError as e:
+        where = f"line {number[e.index]}: " if getattr(e, "index", None) is not None else ""
+        raise OrchError(f"{where}{e}; nothing was added", e.status) from None
+    sys.stdout.write("".join(f"{i}\n" for i in ids))
+    sys.stdout.flush()
+    targets = sorted({item["target"] for item in items})
+    for target, found in lookup.result(targets).items():
+        if isinstance(found, tmux.Missing):
+            print(f"{PROG}: warning: {text.visible(target)}: {text.visible(str(found))} (its "
+                  "check-ins are stored and will be tried when due)", file=sys.stderr)
+    return 0
+
+
+def _batch_item(obj, server, now, account):
+    """One line of add --batch as add_many's item: the same checks as add's options."""
+    from . import tmux
+    unknown = set(obj) - BATCH_KEYS
+    if unknown:
+        raise OrchError(f"unknown key {sorted(unknown)[0]!r} "
+                        f"(want {', '.join(sorted(BATCH_KEYS))})")
+    for name in ("target", "note"):
+        if not isinstance(obj.get(name), str):
+            raise OrchError(f"{name} must be a string")
+    if "in" in obj and "at" in obj:
+        raise OrchError("give in or at, not both")
+
+    def text_of(name):
+        value = obj[name]
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise OrchError(f"{name} must be a string or a number")
+        return str(value)
+
+    if "at" in obj:
+        due = clock.parse_time(text_of("at"), now, "at time")
+    else:
+        due = now + clock.parse_duration(text_of("in") if "in" in obj else "0", "in duration")
+    every = clock.parse_duration(text_of("every"), "every duration") if "every" in obj else None
+    grace = clock.parse_duration(text_of("grace"), "grace duration") if "grace" in obj else 600.0
+    retries = cli.integer(text_of("retries"), "retries count", 0, 100) if "retries" in obj \
+        else 5
+    for name in ("key", "account", "catch_up"):
+        if name in obj and not isinstance(obj[name], str):
+            raise OrchError(f"{name} must be a string")
+    return dict(target=tmux.check_target(obj["target"]), server=server,
+                note=tasks.check_note(obj["note"]), due=due, every_s=every, key=obj.get("key"),
+                account=obj.get("account", account), catch_up=obj.get("catch_up", "once"),
+                grace_s=grace, retries=retries)
 
 
 def _statuses(args):

@@ -103,6 +103,41 @@ def check_label(text, what):
 def add(conn, target, server, note, due, every_s=None, key=None, account="default",
         catch_up="once", grace_s=600.0, retries=5):
     """Store a check-in (or update the live one with the same KEY); return its id."""
+    fields = _fields(target, server, note, due, every_s, key, account, catch_up, grace_s,
+                     retries, clock.now())
+    with store.tx(conn):
+        task_id = _store(conn, fields)
+    wake()
+    return task_id
+
+
+def add_many(conn, items):
+    """Store many check-ins (ITEMS: dicts of add's arguments) in one transaction: all
+    or none.  Returns their ids; an invalid item raises OrchError with .index set
+    to its position, before anything is stored."""
+    now = clock.now()
+    checked = []
+    for i, item in enumerate(items):
+        try:
+            checked.append(_fields(now=now, **item))
+        except OrchError as e:
+            e.index = i
+            raise
+    ids = []
+    with store.tx(conn):
+        for i, fields in enumerate(checked):
+            try:
+                ids.append(_store(conn, fields))
+            except OrchError as e:  # its key is being delivered: the transaction rolls back
+                e.index = i
+                raise
+    wake()
+    return ids
+
+
+def _fields(target, server, note, due, every_s=None, key=None, account="default",
+            catch_up="once", grace_s=600.0, retries=5, now=None):
+    """A check-in's columns, every value checked as add documents it."""
     check_note(note)
     if key is not None:
         check_label(key, "key")
@@ -113,32 +148,31 @@ def add(conn, target, server, note, due, every_s=None, key=None, account="defaul
         raise OrchError("the due time is out of range (years 2000 to 9999)", DATAERR)
     if catch_up not in ("once", "skip"):
         raise OrchError(f"bad catch-up policy: {catch_up!r} (want once or skip)", DATAERR)
-    now = clock.now()
-    fields = dict(target=target, server=server, note=note, due=due, every_s=every_s,
-                  account=account, catch_up=catch_up, grace_s=grace_s, retries=retries,
-                  not_before=due, updated=now)
-    with store.tx(conn):
-        row = None
-        if key is not None:
-            row = conn.execute("SELECT id, status FROM tasks WHERE key = ? AND status IN "
-                               "('pending', 'running')", (key,)).fetchone()
-        if row is not None:
-            if row["status"] == "running":
-                raise OrchError(f"task {row['id']} with key {key!r} is being delivered right "
-                                "now; try again", TEMPFAIL)
-            sets = ", ".join(f"{k} = :{k}" for k in fields)
-            conn.execute(f"UPDATE tasks SET {sets}, attempts = 0, picked = 0, reason = NULL, "
-                         "deferred = NULL, deferred_since = NULL, typed = NULL WHERE id = :id",
-                         dict(fields, id=row["id"]))
-            task_id = row["id"]
-        else:
-            names = ", ".join(fields)
-            values = ", ".join(f":{k}" for k in fields)
-            task_id = conn.execute(f"INSERT INTO tasks ({names}, key, created) "
-                                   f"VALUES ({values}, :key, :updated)",
-                                   dict(fields, key=key)).lastrowid
-    wake()
-    return task_id
+    return dict(target=target, server=server, note=note, due=due, every_s=every_s,
+                account=account, catch_up=catch_up, grace_s=grace_s, retries=retries,
+                not_before=due, updated=now, key=key)
+
+
+def _store(conn, fields):
+    """Insert FIELDS, or update the live check-in with their key (inside a transaction)."""
+    key = fields["key"]
+    row = None
+    if key is not None:
+        row = conn.execute("SELECT id, status FROM tasks WHERE key = ? AND status IN "
+                           "('pending', 'running')", (key,)).fetchone()
+    if row is None:
+        names = ", ".join(fields)
+        values = ", ".join(f":{k}" for k in fields)
+        return conn.execute(f"INSERT INTO tasks ({names}, created) VALUES ({values}, :updated)",
+                            fields).lastrowid
+    if row["status"] == "running":
+        raise OrchError(f"task {row['id']} with key {key!r} is being delivered right now; "
+                        "try again", TEMPFAIL)
+    sets = ", ".join(f"{k} = :{k}" for k in fields if k != "key")
+    conn.execute(f"UPDATE tasks SET {sets}, attempts = 0, picked = 0, reason = NULL, "
+                 "deferred = NULL, deferred_since = NULL, typed = NULL WHERE id = :id",
+                 dict(fields, id=row["id"]))
+    return row["id"]
 
 
 def get(conn, task_id):
