@@ -225,10 +225,12 @@ def test_status_settles_a_dead_pass_and_a_crash_after_the_branch_moved_finishes(
     assert journal_files() == []
 
 
-def test_recovery_waits_for_the_git_child_a_dead_pass_left_running(run, repo, tmp_path):
+@pytest.mark.parametrize("step", ["update-ref-running", "update-ref-started"])
+def test_recovery_waits_for_the_git_child_a_dead_pass_left_running(run, repo, step):
     """The user's reference-transaction hook (chained behind ours) makes update-ref
     slow; the pass dies while it runs; the child finishes the branch move after
-    the pass is gone, and recovery must see that move, not the state before it."""
+    the pass is gone, and recovery must see that move, not the state before it --
+    also when the pass died before it could write the child's pid down."""
     base = repo.head("main")
     before = {b: repo.head(b) for b in ("a1", "a2")}
     hook = os.path.join(repo.main, ".git", "hooks", "reference-transaction")
@@ -236,7 +238,7 @@ def test_recovery_waits_for_the_git_child_a_dead_pass_left_running(run, repo, tm
                 "exit 0\n")
     os.chmod(hook, 0o755)
     assert run("orch-sync", "install", f"--repo={repo.main}").returncode == 0
-    assert now(run, repo, step="update-ref-running:exit").returncode == 137
+    assert now(run, repo, step=f"{step}:exit").returncode == 137
     res = now(run, repo)
     assert res.returncode == 0, res.stderr
     for branch in ("a1", "a2"):

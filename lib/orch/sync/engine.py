@@ -393,8 +393,12 @@ def _git(entry, cwd, *args, **kw):
     # (The list only grows: a dead child in it is harmless, recovery checks each
     # pid with its start time, and one write per child is enough.)
     def started(pid):
+        test_point(f"{args[0]}-started")  # running, not yet written down
         entry.child(pid)
         test_point(f"{args[0]}-running")
+    # The marker finds the child even if the pass dies between starting it and
+    # writing its pid down (and finds what it starts: git's hooks).
+    kw["extra_env"] = dict(kw.get("extra_env") or {}, ORCH_SYNC_MOVE=entry.marker)
     return git.run(cwd, *args, started=started, **kw)
 
 
@@ -494,6 +498,8 @@ def _end_children(entry):
         return [(pid, start) for pid, start in children if locks.alive(pid, start)]
 
     children = running(entry.children)
+    if not entry.mine():  # a dead pass: its last child may have started unrecorded
+        children += [c for c in _marked(entry.marker) if c not in children]
     deadline = time.monotonic() + CHILD_WAIT_S
     while children and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -506,6 +512,23 @@ def _end_children(entry):
     deadline = time.monotonic() + 2
     while running(children) and time.monotonic() < deadline:
         time.sleep(0.02)
+
+
+def _marked(marker):
+    """(pid, start time) of every process of ours carrying ORCH_SYNC_MOVE=MARKER."""
+    want = f"ORCH_SYNC_MOVE={marker}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue  # gone, or another user's
+        if want in env.split(b"\0"):
+            found.append((int(name), locks.process_start(int(name))))
+    return found
 
 
 def _index_matches(path, commit):

@@ -13,9 +13,11 @@ Rules:
   holds that token (a deleted file's inode number is soon reused); one that
   is not is never touched.
 - Every git child that can hold a lock (update-index, read-tree, update-ref,
-  checkout-index) is listed (pid and start time) while it runs, so that
-  recovery can wait for it, or end it, before it looks: a kill -9 of
-  orch-sync leaves its child running with git's own locks held.
+  checkout-index) is listed (pid and start time) while it runs, and carries
+  ORCH_SYNC_MOVE=<the move's token> in its environment, so that recovery can
+  wait for it, or end it, before it looks: a kill -9 of orch-sync leaves its
+  child running with git's own locks held, and may come between starting a
+  child and writing its pid down.
 - One entry per worktree: a move never starts while an entry for its
   worktree is left.  Entries are read and acted on only under the
   repository's lock (one pass at a time).
@@ -72,6 +74,11 @@ class Entry:
         """A git child started: list it (not durable: a power loss ends it too)."""
         self.record["children"].append([pid, locks.process_start(pid)])
         self.save()
+
+    @property
+    def marker(self):
+        """What this move's git children carry in their environment (ORCH_SYNC_MOVE)."""
+        return self.record["token"].split()[-1]
 
     def mine(self):
         """True when the process that wrote this entry is this one."""
