@@ -196,6 +196,15 @@ MIGRATIONS = [
     ALTER TABLE tasks ADD COLUMN deferred_since REAL;
     ALTER TABLE tasks ADD COLUMN typed REAL;
     """,
+    # 7: indexes for the hot paths at any size (tasks.py): the overdue count,
+    # the next wake-up by account and by lease, and claims per target and
+    # status in (not_before, id) order
+    """
+    CREATE INDEX tasks_overdue ON tasks(due + grace_s)
+        WHERE status = 'pending' AND picked = 0 AND deferred IS NULL;
+    CREATE INDEX tasks_account ON tasks(account, status, not_before);
+    CREATE INDEX tasks_lease ON tasks(status, lease_until);
+    """,
 ]
 
 

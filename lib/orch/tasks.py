@@ -44,10 +44,11 @@ DAEMON_LOCK = "orch-sched.daemon"  # held by the one orch-sched daemon (locks.py
 # at once, because only the holder of a pane's lock claims and types there, so
 # a claim still running on a free pane belongs to a runner that died -- and its
 # account not suspended for a usage limit (see limits.py).
-CLAIMABLE = """((status = 'pending' AND not_before <= :now) OR
-    (status = 'running' AND (lease_until <= :now OR :locked))) AND NOT EXISTS (
-    SELECT 1 FROM accounts a WHERE a.name = tasks.account AND a.state = 'suspended'
-    AND a.until > :now)"""
+PENDING_DUE = "status = 'pending' AND not_before <= :now"
+RUNNING_STALE = "status = 'running' AND (lease_until <= :now OR :locked)"
+NOT_HELD = """NOT EXISTS (SELECT 1 FROM accounts a WHERE a.name = tasks.account
+    AND a.state = 'suspended' AND a.until > :now)"""
+CLAIMABLE = f"(({PENDING_DUE}) OR ({RUNNING_STALE})) AND {NOT_HELD}"
 # Each task with the latest suspension of its account (held_since..held_until).
 WITH_HOLD = """SELECT tasks.*, a.since AS held_since, a.until AS held_until
     FROM tasks LEFT JOIN accounts a ON a.name = tasks.account"""
@@ -201,15 +202,15 @@ def porcelain_listing(conn, statuses=LIVE):
 
 def next_per_target(conn):
     """The next live check-in (by not_before, id) of every (server, target) that has
-    one, ordered by target and server, each as (task, number of live check-ins there)."""
+    one, ordered by target and server, each as (task, number of live check-ins
+    there): one query, however many targets."""
     marks = ", ".join("?" * len(LIVE))
-    groups = conn.execute(f"SELECT server, target, COUNT(*) FROM tasks WHERE status IN "
-                          f"({marks}) GROUP BY server, target ORDER BY target, server",
-                          LIVE).fetchall()
-    return [(conn.execute(f"SELECT * FROM tasks WHERE server = ? AND target = ? AND status IN "
-                          f"({marks}) ORDER BY not_before, id LIMIT 1",
-                          (server, target, *LIVE)).fetchone(), live)
-            for server, target, live in groups]
+    rows = conn.execute(
+        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY server, target ORDER BY "
+        "not_before, id) AS nth, COUNT(*) OVER (PARTITION BY server, target) AS live "
+        f"FROM tasks WHERE status IN ({marks})) WHERE nth = 1 ORDER BY target, server",
+        LIVE).fetchall()
+    return [(row, row["live"]) for row in rows]
 
 
 def cancel(conn, ids):
@@ -265,13 +266,19 @@ def claimable(conn, now):
 
 
 def next_wakeup(conn):
-    """The earliest time at which something may become claimable, or None."""
+    """The earliest time at which something may become claimable, or None.  Each
+    part is a walk of an index to its first row: the earliest pending check-in
+    of an account not held, the end of each hold that has check-ins waiting,
+    the earliest lease."""
     row = conn.execute(
         "SELECT MIN(t) FROM ("
-        "SELECT MIN(MAX(t.not_before, COALESCE(CASE WHEN a.state = 'suspended' THEN a.until "
-        "END, 0))) AS t FROM tasks t LEFT JOIN accounts a ON a.name = t.account "
-        "WHERE t.status = 'pending' "
-        "UNION ALL SELECT MIN(lease_until) FROM tasks WHERE status = 'running' "
+        "SELECT * FROM (SELECT not_before AS t FROM tasks WHERE status = 'pending' AND "
+        "account NOT IN (SELECT name FROM accounts WHERE state = 'suspended') "
+        "ORDER BY not_before LIMIT 1) "
+        "UNION ALL SELECT until FROM accounts a WHERE state = 'suspended' AND EXISTS "
+        "(SELECT 1 FROM tasks WHERE account = a.name AND status = 'pending') "
+        "UNION ALL SELECT * FROM (SELECT lease_until FROM tasks INDEXED BY tasks_lease "
+        "WHERE status = 'running' ORDER BY lease_until LIMIT 1) "
         "UNION ALL SELECT MIN(until) FROM accounts WHERE state = 'suspended')").fetchone()
     return row[0]
 
@@ -301,6 +308,22 @@ def plan(task, now):
     return "late" if task["catch_up"] == "once" else "miss"
 
 
+def _next_claimable(conn, targets, params):
+    """The first claimable occurrence, by (not_before, id), at any of TARGETS.  One
+    walk of the target index per name and status, each stopping at its first
+    row: the cost does not grow with the backlog waiting there."""
+    best = None
+    for target in targets:
+        for state in (PENDING_DUE, RUNNING_STALE):
+            row = conn.execute(f"{WITH_HOLD} WHERE target = :target AND server = :server AND "
+                               f"{state} AND {NOT_HELD} ORDER BY not_before, tasks.id LIMIT 1",
+                               dict(params, target=target)).fetchone()
+            if row is not None and (best is None or (row["not_before"], row["id"]) <
+                                    (best["not_before"], best["id"])):
+                best = row
+    return best
+
+
 def claim(conn, server, targets, now=None, lease=LEASE_S, locked=False):
     """Claim the next occurrence due on SERVER at any of TARGETS (the names of one
     pane; a single name will do), applying the catch-up policy.  LOCKED: the
@@ -311,14 +334,10 @@ def claim(conn, server, targets, now=None, lease=LEASE_S, locked=False):
     """
     now = clock.now() if now is None else now
     targets = [targets] if isinstance(targets, str) else list(targets)
-    params = {"server": server, "now": now, "locked": int(locked),
-              **{f"t{i}": t for i, t in enumerate(targets)}}
-    marks = ", ".join(f":t{i}" for i in range(len(targets)))
+    params = {"server": server, "now": now, "locked": int(locked)}
     with store.tx(conn):
         while True:
-            task = conn.execute(
-                f"{WITH_HOLD} WHERE server = :server AND target IN ({marks}) AND {CLAIMABLE} "
-                "ORDER BY not_before, tasks.id LIMIT 1", params).fetchone()
+            task = _next_claimable(conn, targets, params)
             if task is None:
                 return None
             if task["status"] == "running":
@@ -500,7 +519,10 @@ def prune(conn, age_s, now=None):
 def overdue(conn, now=None):
     """Pending occurrences never attempted and past due + grace (held or backing off: not)."""
     now = clock.now() if now is None else now
-    rows = conn.execute(f"{WITH_HOLD} WHERE status = 'pending' AND picked = 0 AND "
+    # (These terms are those of the partial index tasks_overdue: a search, not a scan.)
+    rows = conn.execute("SELECT tasks.*, a.since AS held_since, a.until AS held_until FROM "
+                        "tasks INDEXED BY tasks_overdue LEFT JOIN accounts a ON "
+                        "a.name = tasks.account WHERE status = 'pending' AND picked = 0 AND "
                         "deferred IS NULL AND due + grace_s < ? ORDER BY due", (now,)).fetchall()
     return [t for t in rows if not was_held(t, now)]
 
