@@ -506,3 +506,19 @@ def test_add_batch_is_one_transaction_even_when_a_key_is_busy(run, hermetic):
     assert res.returncode == 75 and "line 2: " in res.stderr and res.stdout == ""
     assert [t["note"] for t in json.loads(run("orch-sched", "list", "--json").stdout)] == \
         ["being delivered"]  # b:0's check-in went back with the rest
+
+
+def test_list_and_log_stream_in_the_same_shape(run):
+    assert run("orch-sched", "list", "--json").stdout == "[]\n"
+    stdin = "".join(json.dumps({"target": f"s{i % 3}:0", "note": f"é {i}", "in": i}) + "\n"
+                    for i in range(2500))  # more than one chunk of output
+    assert run("orch-sched", "add", "--batch", stdin=stdin).returncode == 0
+    out = run("orch-sched", "list", "--json").stdout
+    parsed = json.loads(out)
+    assert out == json.dumps(parsed, ensure_ascii=False, indent=2) + "\n"
+    assert [t["note"] for t in parsed] == [f"é {i}" for i in range(2500)]
+    porcelain = run("orch-sched", "list", "--porcelain").stdout.splitlines()
+    assert [line.split("\t")[-1] for line in porcelain] == [f"é {i}" for i in range(2500)]
+    table = run("orch-sched", "list").stdout.splitlines()
+    assert len(table) == 2501 and table[0].split()[:2] == ["ID", "TARGET"]
+    assert all(line.endswith(f"é {i}") for i, line in enumerate(table[1:]))

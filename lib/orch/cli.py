@@ -175,9 +175,20 @@ def colour_on(stream=None):
     return not os.environ.get("NO_COLOR") and stream.isatty()
 
 
+def _write_chunks(lines, size=1000):
+    """Write LINES (each ending in a newline) SIZE at a time: output of any length
+    in bounded memory."""
+    from itertools import islice
+    lines = iter(lines)
+    while True:
+        chunk = "".join(islice(lines, size))
+        if not chunk:
+            return
+        sys.stdout.write(chunk)
+
+
 def print_porcelain(rows):
-    sys.stdout.write("".join("\t".join([porcelain_field(v) for v in row]) + "\n"
-                             for row in rows))
+    _write_chunks("\t".join([porcelain_field(v) for v in row]) + "\n" for row in rows)
 
 
 def print_json(obj):
@@ -185,9 +196,22 @@ def print_json(obj):
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
+def print_json_array(items):
+    """ITEMS (any iterable) as print_json would print their list, written as they come."""
+    import json
+
+    def lines():
+        empty = True
+        for item in items:
+            text = json.dumps(item, ensure_ascii=False, indent=2).replace("\n", "\n  ")
+            yield ("[\n  " if empty else ",\n  ") + text
+            empty = False
+        yield "[]\n" if empty else "\n]\n"
+
+    _write_chunks(lines())
+
+
 def print_table(rows, headers, width=80):
-    lines = table_lines(rows, headers, width)
-    if lines:
-        sys.stdout.write("\n".join(lines) + "\n")
+    _write_chunks(line + "\n" for line in table_lines(rows, headers, width))
 
 

@@ -200,16 +200,11 @@ def _statuses(args):
 def cmd_list(args):
     conn = store.connect()
     if args["--porcelain"]:
-        esc = text.porcelain_field
-        sys.stdout.write("".join(
-            f"{i}\t{status}\t{due}\t{esc(target)}\t{'' if every is None else every}\t{tries}\t"
-            f"{esc(account)}\t{esc(key)}\t{esc(note)}\n"
-            for i, status, due, target, every, tries, account, key, note
-            in tasks.porcelain_listing(conn, _statuses(args))))
+        cli.print_porcelain(tasks.porcelain_listing(conn, _statuses(args)))
         return 0
     rows = tasks.listing(conn, _statuses(args))
     if args["--json"]:
-        cli.print_json([tasks.as_json(r) for r in rows])
+        cli.print_json_array(tasks.as_json(r) for r in rows)
     else:
         now = clock.now()
         cli.print_table([(r["id"], text.truncate(r["target"], 16),
@@ -325,7 +320,7 @@ def cmd_log(args):
     task_id = _task_or_fail(conn, args["ID"])["id"] if args["ID"] else None
     rows = tasks.attempts(conn, task_id, cli.integer(args["--limit"], "--limit count", 1))
     if args["--json"]:
-        cli.print_json([_attempt_json(a) for a in rows])
+        cli.print_json_array(_attempt_json(a) for a in rows)
     elif args["--porcelain"]:
         cli.print_porcelain((clock.iso(a["at"]), a["task_id"], a["target"], a["pane"],
                              a["outcome"], a["detail"]) for a in rows)

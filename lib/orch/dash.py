@@ -362,7 +362,7 @@ def summary(snap):
 
 
 def _table(rows, headers, width):
-    return table_lines(rows, headers, width)
+    return list(table_lines(rows, headers, width))
 
 
 def clip(line, width):

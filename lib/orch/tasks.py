@@ -181,9 +181,10 @@ def get(conn, task_id):
 
 
 def listing(conn, statuses=LIVE):
+    """The tasks in STATUSES by (not_before, id), as a cursor: read as they are used."""
     marks = ", ".join("?" * len(statuses))
     return conn.execute(f"SELECT * FROM tasks WHERE status IN ({marks}) ORDER BY not_before, id",
-                        statuses).fetchall()
+                        statuses)
 
 
 def porcelain_listing(conn, statuses=LIVE):
@@ -197,19 +198,19 @@ def porcelain_listing(conn, statuses=LIVE):
     return cur.execute(
         "SELECT id, status, strftime('%Y-%m-%dT%H:%M:%SZ', due, 'unixepoch'), target, "
         f"CAST(every_s AS INTEGER), attempts, account, key, note FROM tasks "
-        f"WHERE status IN ({marks}) ORDER BY not_before, id", statuses).fetchall()
+        f"WHERE status IN ({marks}) ORDER BY not_before, id", statuses)
 
 
 def next_per_target(conn):
-    """The next live check-in (by not_before, id) of every (server, target) that has
+    """The next live check-in (by not_before) of every (server, target) that has
     one, ordered by target and server, each as (task, number of live check-ins
-    there): one query, however many targets."""
+    there): one pass over the target index, however many targets.  (SQLite
+    takes a bare column of a MIN() aggregate from the row holding the minimum.)"""
     marks = ", ".join("?" * len(LIVE))
     rows = conn.execute(
-        "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY server, target ORDER BY "
-        "not_before, id) AS nth, COUNT(*) OVER (PARTITION BY server, target) AS live "
-        f"FROM tasks WHERE status IN ({marks})) WHERE nth = 1 ORDER BY target, server",
-        LIVE).fetchall()
+        "SELECT *, MIN(not_before) AS first, COUNT(*) AS live FROM tasks INDEXED BY "
+        f"tasks_target WHERE status IN ({marks}) GROUP BY target, server "
+        "ORDER BY target, server", LIVE).fetchall()
     return [(row, row["live"]) for row in rows]
 
 
@@ -229,10 +230,15 @@ def cancel(conn, ids):
 
 
 def attempts(conn, task_id=None, limit=50):
+    """The last LIMIT attempts (of TASK_ID, or all), oldest first, as a cursor: the
+    LIMIT-th latest is found first, then everything from it read in order."""
     where, params = ("WHERE task_id = ?", (task_id,)) if task_id is not None else ("", ())
-    rows = conn.execute(f"SELECT * FROM attempts {where} ORDER BY at DESC, id DESC LIMIT ?",
-                        (*params, limit)).fetchall()
-    return rows[::-1]
+    cutoff = conn.execute(f"SELECT at, id FROM attempts {where} ORDER BY at DESC, id DESC "
+                          "LIMIT 1 OFFSET ?", (*params, limit - 1)).fetchone()
+    if cutoff is not None:
+        where = f"{where} AND" if where else "WHERE"
+        where, params = f"{where} (at, id) >= (?, ?)", (*params, *cutoff)
+    return conn.execute(f"SELECT * FROM attempts {where} ORDER BY at, id", params)
 
 
 def failures(conn, since):

@@ -25,21 +25,31 @@ def truncate(text, width):
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-def table_lines(rows, headers, width=80):
+def table_lines(rows, headers, width=80, sample=1000):
     """A plain table, columns two spaces apart, as lines (none without rows); the
-    last column is truncated so that no line exceeds WIDTH.  (Written here
+    last column is truncated so that no line exceeds WIDTH.  ROWS may be any
+    iterable: the column widths come from its first SAMPLE rows, and the rest
+    are formatted as they come (a later, wider cell pushes its own line only),
+    so a table of any length takes the memory of SAMPLE rows.  (Written here
     rather than with tabulate, whose import alone costs four times an
     interpreter's start-up.)"""
-    if not rows:
-        return []
-    rows = [[cell(v) for v in row] for row in rows]
-    widths = [max(text_width(r[i]) for r in [headers, *rows]) for i in range(len(headers) - 1)]
+    from itertools import islice
+    rows = iter(rows)
+    first = [[cell(v) for v in row] for row in islice(rows, sample)]
+    if not first:
+        return
+    widths = [max(text_width(r[i]) for r in [headers, *first]) for i in range(len(headers) - 1)]
     room = max(width - sum(widths) - 2 * len(widths), 8)
-    out = []
-    for row in [headers, *rows]:
-        cells = [c + " " * (w - text_width(c)) for c, w in zip(row[:-1], widths, strict=True)]
-        out.append("  ".join([*cells, truncate(row[-1], room)]).rstrip())
-    return out
+
+    def line(row):
+        cells = [c + " " * max(w - text_width(c), 0)
+                 for c, w in zip(row[:-1], widths, strict=True)]
+        return "  ".join([*cells, truncate(row[-1], room)]).rstrip()
+
+    for row in [headers, *first]:
+        yield line(row)
+    for row in rows:
+        yield line([cell(v) for v in row])
 
 
 def text_width(text):
