@@ -42,10 +42,11 @@ def plans(conn, sqls):
     return {sql: [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)] for sql in sqls}
 
 
-@pytest.mark.parametrize("name", ["next_wakeup", "overdue", "due_targets", "claim"])
+@pytest.mark.parametrize("name", ["next_wakeup", "overdue", "waiting", "due_targets", "claim"])
 def test_no_path_scans_the_tasks_table(conn, name):
     calls = {"next_wakeup": lambda: tasks.next_wakeup(conn),
              "overdue": lambda: tasks.overdue(conn, T0 + 7200),
+             "waiting": lambda: tasks.waiting(conn, T0 + 7200),
              "due_targets": lambda: tasks.due_targets(conn, T0 + 100),
              "claim": lambda: tasks.claim(conn, "srv", ["busy:0", "%9"], T0 + 150, locked=True)}
     found = plans(conn, statements(conn, calls[name]))

@@ -205,6 +205,12 @@ MIGRATIONS = [
     CREATE INDEX tasks_account ON tasks(account, status, not_before);
     CREATE INDEX tasks_lease ON tasks(status, lease_until);
     """,
+    # 8: the check-ins waiting on a pane past their grace (tasks.waiting), read
+    # from the few deferred ones, never from every pending one
+    """
+    CREATE INDEX tasks_waiting ON tasks(deferred_since + grace_s)
+        WHERE status = 'pending' AND deferred IS NOT NULL;
+    """,
 ]
 
 

@@ -214,6 +214,14 @@ def next_per_target(conn):
     return [(row, row["live"]) for row in rows]
 
 
+def live_per_target(conn):
+    """How many live check-ins each (target, server) has: [(target, server, n)],
+    from the target index alone (the status line's count)."""
+    marks = ", ".join("?" * len(LIVE))
+    return conn.execute(f"SELECT target, server, COUNT(*) FROM tasks INDEXED BY tasks_target "
+                        f"WHERE status IN ({marks}) GROUP BY target, server", LIVE).fetchall()
+
+
 def cancel(conn, ids):
     """Cancel each id; return the ids that were not live (unknown or finished)."""
     refused = []
@@ -537,9 +545,9 @@ def waiting(conn, now=None):
     """Check-ins deferred for longer than their grace: the pane has shown a
     dialog, a busy agent or a draft all along (a dialog waits for a person)."""
     now = clock.now() if now is None else now
-    return conn.execute("SELECT * FROM tasks WHERE status = 'pending' AND deferred IS NOT NULL "
-                        "AND deferred_since + grace_s < ? ORDER BY deferred_since, id",
-                        (now,)).fetchall()
+    return conn.execute("SELECT * FROM tasks INDEXED BY tasks_waiting WHERE status = 'pending' "
+                        "AND deferred IS NOT NULL AND deferred_since + grace_s < ? "
+                        "ORDER BY deferred_since, id", (now,)).fetchall()
 
 
 # --- waking the daemon --------------------------------------------------------
