@@ -477,6 +477,24 @@ def test_an_event_as_a_pass_ends_starts_another_pass(run, repo, tmp_path):
     stop(int(started.stdout))
 
 
+def test_a_worker_that_has_ended_its_work_is_not_waited_for(run, repo, tmp_path):
+    """A worker thread that has finished its pass and woken the loop, but not yet
+    returned: the loop must serve the next event now, not find the thread alive
+    and sleep until the next full pass."""
+    assert run("orch-sync", "install", f"--repo={repo.main}").returncode == 0
+    env = {"ORCH_SYNC_TEST_STEP": f"worker-done:pause={tmp_path}"}
+    started = run("orch-sync", "daemon", "--detach", env=env)
+    assert started.returncode == 0, started.stderr
+    try:
+        wait_until(lambda: os.path.exists(tmp_path / "worker-done"), what="the first pass")
+        base = repo.commit("main", {"next": "n\n"})  # while that thread still runs
+        wait_until(lambda: repo.head("a1") == base and repo.head("a2") == base, timeout=20,
+                   what="a pass for the event while the last worker thread lingers")
+    finally:
+        write(tmp_path / "go", "")
+        stop(int(started.stdout))
+
+
 def test_command_line_errors(run, tmp_path, repo):
     bad = run("orch-sync", "now", f"--repo={tmp_path}")
     assert bad.returncode == 65 and "not a git repository" in bad.stderr

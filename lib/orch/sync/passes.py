@@ -168,6 +168,7 @@ def serve(daemon, only=None):
     import threading
     conn = store.connect()
     workers, last_full = {}, {}
+    busy = set()  # repositories whose worker has not finished (it says so before it pokes)
     retry = {}  # repository -> (when to try again, the delay after that)
     while not daemon.stopping.is_set():
         served = list(only) if only else repos.installed(conn)
@@ -182,9 +183,8 @@ def serve(daemon, only=None):
             key = repo.common_dir
             again, delay = retry.get(key, (None, RETRY_S))
             due_full = last_full.get(key, -SAFETY_PASS_S) + SAFETY_PASS_S
-            worker = workers.get(key)
-            if worker is not None and worker.is_alive():
-                continue  # it pokes the FIFO when it ends
+            if key in busy:
+                continue  # its worker pokes the FIFO when it ends
             if again is not None and tick < again:
                 wake_at = min(wake_at, again)
                 continue
@@ -204,8 +204,13 @@ def serve(daemon, only=None):
                           flush=True)
                     retry[key] = (time.monotonic() + delay, min(delay * 2, RETRY_MAX_S))
                 finally:
+                    # Done first, then the poke: the loop it wakes must not find
+                    # this thread still alive and go back to sleep for minutes.
+                    busy.discard(key)
                     daemon.poke()  # events that came during the pass: look again
+                    test_point("worker-done")  # the thread still runs, its work is done
 
+            busy.add(key)
             workers[key] = threading.Thread(target=work, daemon=True)
             workers[key].start()
         daemon.sleep(wake_at - time.monotonic())
