@@ -31,6 +31,14 @@ def repo(tmp_path):
     return r
 
 
+@pytest.fixture
+def solo(tmp_path):
+    """One worktree behind the base: the step a pass is stopped at is certainly its."""
+    r = Repo(tmp_path / "solo", branches=("a1",), files=FILES)
+    r.commit("main", {"src/f00.txt": "on main\n", "new.txt": "new\n"})
+    return r
+
+
 def gitdir(path):
     return git(path, "rev-parse", "--absolute-git-dir")
 
@@ -125,12 +133,26 @@ def test_a_commit_after_the_look_stops_the_move(run, repo, tmp_path):
     mine = repo.commit("a1", {"src/f00.txt": "the agent's\n"})  # a file the move changes
     res = paused.go()
     assert res.returncode == 1, res.stderr
-    assert reasons(res)["a1"] == "the index changed while syncing (a commit or git add); " \
-        "will retry"
+    assert reasons(res)["a1"] == "the branch moved while syncing; will retry"
     assert repo.head("a1") == mine
     assert git(a1, "diff-index", "--cached", "--quiet", "HEAD", check=False).returncode == 0
     assert open(os.path.join(a1, "src/f00.txt")).read() == "the agent's\n"
     assert journal_files() == []
+
+
+def test_a_commit_between_the_worktree_list_and_the_look_stops_the_move(run, solo, tmp_path):
+    a1 = solo.path("a1")
+    paused = Paused(solo, "listed", tmp_path)  # the listed head of a1 is the old one
+    mine = solo.commit("a1", {"src/f00.txt": "the agent's\n"})  # a file the move changes
+    res = paused.go()
+    assert res.returncode == 1, res.stderr
+    assert reasons(res)["a1"] == "the branch moved while syncing; will retry"
+    assert solo.head("a1") == mine
+    assert git(a1, "diff-index", "--cached", "--quiet", "HEAD", check=False).returncode == 0
+    assert git(a1, "status", "--porcelain") == ""
+    assert journal_files() == []
+    assert now(run, solo).returncode == 1  # the next pass sees the conflict it now is
+    assert git(a1, "diff-index", "--cached", "--quiet", "HEAD", check=False).returncode == 0
 
 
 def test_staged_work_after_the_look_stops_the_move(run, repo, tmp_path):
@@ -161,7 +183,8 @@ def test_an_edit_after_the_look_stops_the_move(run, repo, tmp_path):
 
 
 def test_a_branch_moved_by_someone_else_mid_move_is_kept_and_the_files_put_back(
-        run, repo, tmp_path):
+        run, solo, tmp_path):
+    repo = solo
     a1, old = repo.path("a1"), repo.head("a1")
     before = files(a1)
     theirs = git(repo.main, "commit-tree", f"{old}^{{tree}}", "-p", old, "-m", "theirs")
@@ -210,7 +233,8 @@ def test_a_recovery_killed_at_any_step_is_settled_by_the_next(run, repo, step):
     assert journal_files() == []
 
 
-def test_status_settles_a_dead_pass_and_a_crash_after_the_branch_moved_finishes(run, repo):
+def test_status_settles_a_dead_pass_and_a_crash_after_the_branch_moved_finishes(run, solo):
+    repo = solo
     base = repo.head("main")
     assert run("orch-sync", "install", f"--repo={repo.main}").returncode == 0
     assert now(run, repo, step="rename:exit").returncode == 137  # branch moved, index old
@@ -245,7 +269,8 @@ def test_recovery_waits_for_the_git_child_a_dead_pass_left_running(run, repo, st
         consistent(repo.path(branch), base, [before[branch]])
 
 
-def test_a_foreign_lock_after_a_crash_is_never_touched(run, repo):
+def test_a_foreign_lock_after_a_crash_is_never_touched(run, solo):
+    repo = solo
     a1 = repo.path("a1")
     assert now(run, repo, step="update-ref:exit").returncode == 137
     lock = os.path.join(gitdir(a1), "index.lock")
@@ -268,7 +293,8 @@ def test_a_foreign_lock_after_a_crash_is_never_touched(run, repo):
     assert journal_files() == []
 
 
-def test_the_same_inode_with_other_content_is_not_our_lock(run, repo):
+def test_the_same_inode_with_other_content_is_not_our_lock(run, solo):
+    repo = solo
     a1 = repo.path("a1")
     assert now(run, repo, step="update-ref:exit").returncode == 137
     lock = os.path.join(gitdir(a1), "index.lock")

@@ -12,8 +12,8 @@ Rules:
 - A move, in this order: a journal entry (journal.py) with a lock file made
   provably ours, linked to index.lock (from here no git command of the
   agent's can commit or change the index); under it, the checks of what may
-  have changed since the look (HEAD, the index's stat, an edited file, an
-  ignored file in the way); read-tree -m -u into a scratch index (the files
+  have changed since the look (HEAD, the branch, the index's stat, an edited
+  file, an ignored file in the way); read-tree -m -u into a scratch index (the files
   change); update-ref HEAD NEW OLD (compare-and-swap); the scratch index
   replaces the index; the lock goes, then the entry.  A failure after the
   files changed puts them back (_settle).
@@ -288,10 +288,14 @@ def _move_locked(entry, seen, detail, changes):
     # Under the lock no git command of the agent's can commit or change the
     # index; what changed between the look and the lock is caught here.
     env = dict(QUIET, GIT_INDEX_FILE=scratch)
-    # (A commit rewrites the index, so it shows here too; a branch moved by any
-    # other means is caught by update-ref's compare-and-swap.)
+    # The branch is read again: a commit between the pass's worktree list and the
+    # look leaves an index the look saw as it is now, and moving from the listed
+    # head would stage the reverse of that commit.  (A branch moved by other means
+    # later is caught by update-ref's compare-and-swap.)
     if _head_ref(gitdir) != f"ref: refs/heads/{entry.branch}":
         reason = "HEAD changed while syncing; will retry"
+    elif git.rev(path, f"refs/heads/{entry.branch}") != old:
+        reason = "the branch moved while syncing; will retry"
     elif _index_stat(gitdir) != seen:
         reason = "the index changed while syncing (a commit or git add); will retry"
     else:

@@ -24,6 +24,7 @@ def sync_pass(conn, repo, lines=()):
     ctx = context.load(repo)
     trees = context.worktrees(ctx)
     ctx.resolve(trees)
+    test_point("listed")  # the worktrees and their heads are known; nothing is looked at
     outcomes = engine.sync_worktrees(ctx, trees)
     # A pass that could not see its base (a failed fetch, a bad orch.base) knows
     # nothing about conflicts: it leaves them as recorded, so none is resolved
