@@ -4,6 +4,7 @@ the conflict matrix, separate clones, coalescing, and the daemon."""
 import json
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -524,3 +525,29 @@ def test_dashboard_functions_read_what_was_recorded(run, repo):
     assert len(repos) == 1 and repos[0]["base"] == "main" and repos[0]["hooks"] is None
     assert view.recorded_conflicts(conn) == []
     assert view.daemon_pid() is None
+
+
+def test_an_event_recomputes_only_the_pairs_whose_tips_moved(run, tmp_path):
+    agents = [f"a{i}" for i in range(1, 7)]
+    repo = Repo(tmp_path / "six", branches=agents)
+    for name in agents:
+        repo.commit(name, {f"{name}.txt": f"{name}\n"})
+    t1, t2 = 1795636800, 1795636860
+
+    def computed_at(t):
+        conn = sqlite3.connect(os.path.join(os.environ["ORCH_HOME"], "orch.db"))
+        try:
+            return conn.execute("SELECT COUNT(*) FROM sync_predictions WHERE at = ?",
+                                (t,)).fetchone()[0]
+        finally:
+            conn.close()
+
+    assert run("orch-sync", "now", f"--repo={repo.main}", env={"ORCH_NOW": str(t1)}) \
+        .returncode == 0
+    assert computed_at(t1) == 15 + 6  # every pair of six branches, and each with the base
+    repo.commit("a3", {"a3.txt": "moved\n"})
+    assert run("orch-sync", "now", f"--repo={repo.main}", env={"ORCH_NOW": str(t2)}) \
+        .returncode == 0
+    assert computed_at(t2) == 5 + 1  # a3 with each other branch, and with the base
+    conflicts = run("orch-sync", "conflicts", f"--repo={repo.main}", "--porcelain")
+    assert conflicts.returncode == 0 and len(conflicts.stdout.splitlines()) == 21
