@@ -522,3 +522,10 @@ def test_list_and_log_stream_in_the_same_shape(run):
     table = run("orch-sched", "list").stdout.splitlines()
     assert len(table) == 2501 and table[0].split()[:2] == ["ID", "TARGET"]
     assert all(line.endswith(f"é {i}") for i, line in enumerate(table[1:]))
+
+
+def test_show_of_a_check_in_never_tried_has_no_log_section(run):
+    task_id = add(run, "--in", "1h", "s:0", "not yet")
+    res = run("orch-sched", "show", str(task_id))
+    assert res.returncode == 0
+    assert res.stdout.endswith("note:\nnot yet\n") and "log:" not in res.stdout

@@ -6,6 +6,7 @@ the program silently with 141, Ctrl-C silently with 130.  Output never changes
 shape with the terminal; only colour does, and NO_COLOR turns it off.
 """
 
+import errno
 import os
 import sys
 
@@ -14,7 +15,7 @@ from .errors import OrchError
 from .text import porcelain_field, table_lines
 
 PLACEHOLDER = "\x00free"
-DISK_FULL = (28, 122, 27)  # ENOSPC, EDQUOT, EFBIG (a file size limit): an I/O error, 74
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file size limit; all are 74
 
 
 def parse(doc, argv, version, free=None):

@@ -207,12 +207,12 @@ def cmd_list(args):
         cli.print_json_array(tasks.as_json(r) for r in rows)
     else:
         now = clock.now()
-        cli.print_table([(r["id"], text.truncate(r["target"], 16),
+        cli.print_table(((r["id"], text.truncate(r["target"], 16),
                           f"{clock.local(r['due'], with_date=False)} "
                           f"({clock.relative(r['due'], now)})",
                           clock.fmt_duration(r["every_s"]) if r["every_s"] else "",
                           r["status"], r["attempts"], r["note"])
-                         for r in rows],
+                         for r in rows),
                         ["ID", "TARGET", "DUE", "EVERY", "STATUS", "TRIES", "NOTE"])
     return 0
 
@@ -227,7 +227,7 @@ def _task_or_fail(conn, text):
 def cmd_show(args):
     conn = store.connect()
     task = _task_or_fail(conn, args["ID"])
-    history = tasks.attempts(conn, task["id"], limit=20)
+    history = list(tasks.attempts(conn, task["id"], limit=20))  # a cursor is always true
     if args["--json"]:
         obj = tasks.as_json(task)
         obj["log"] = [_attempt_json(a) for a in history]
@@ -325,8 +325,8 @@ def cmd_log(args):
         cli.print_porcelain((clock.iso(a["at"]), a["task_id"], a["target"], a["pane"],
                              a["outcome"], a["detail"]) for a in rows)
     else:
-        cli.print_table([(clock.local(a["at"]), a["task_id"], text.truncate(a["target"], 16),
-                          a["outcome"], a["detail"]) for a in rows],
+        cli.print_table(((clock.local(a["at"]), a["task_id"], text.truncate(a["target"], 16),
+                          a["outcome"], a["detail"]) for a in rows),
                         ["AT", "TASK", "TARGET", "OUTCOME", "DETAIL"])
     return 0
 
