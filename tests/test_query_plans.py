@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 
-from orch import store, tasks  # noqa: E402
+from orch import dash, store, tasks  # noqa: E402
 
 T0 = 1795636800.0
 
@@ -42,13 +42,16 @@ def plans(conn, sqls):
     return {sql: [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql)] for sql in sqls}
 
 
-@pytest.mark.parametrize("name", ["next_wakeup", "overdue", "waiting", "due_targets", "claim"])
+@pytest.mark.parametrize("name", ["next_wakeup", "overdue", "waiting", "due_targets", "claim",
+                                  "status_line", "status_line_of_a_project"])
 def test_no_path_scans_the_tasks_table(conn, name):
     calls = {"next_wakeup": lambda: tasks.next_wakeup(conn),
              "overdue": lambda: tasks.overdue(conn, T0 + 7200),
              "waiting": lambda: tasks.waiting(conn, T0 + 7200),
              "due_targets": lambda: tasks.due_targets(conn, T0 + 100),
-             "claim": lambda: tasks.claim(conn, "srv", ["busy:0", "%9"], T0 + 150, locked=True)}
+             "claim": lambda: tasks.claim(conn, "srv", ["busy:0", "%9"], T0 + 150, locked=True),
+             "status_line": lambda: dash.line(conn, now=T0 + 7200),
+             "status_line_of_a_project": lambda: dash.line(conn, project="busy", now=T0 + 7200)}
     found = plans(conn, statements(conn, calls[name]))
     assert found, "no statement recorded"
     for sql, steps in found.items():

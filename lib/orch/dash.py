@@ -527,7 +527,8 @@ def line(conn, ascii=False, project=None, now=None):
     def mine(target):
         return owns is None or owns(session_of(target))
 
-    pending = sum(n for target, _, n in tasks.live_per_target(conn) if mine(target))
+    pending = (tasks.live_total(conn) if owns is None else
+               sum(n for target, _, n in tasks.live_per_target(conn) if mine(target)))
     late = [t for t in tasks.overdue(conn, now) if mine(t["target"])]
     waits = [t for t in tasks.waiting(conn, now) if mine(t["target"])]
     blind = [a for a in blind_holds(conn, now) if owns is None or any(

@@ -34,12 +34,14 @@ Rules:
   on a pane whose lock was free is taken over at once (tasks.CLAIMABLE).
 """
 
-import hashlib
 import os
 import sys
 import time
 
-from . import clock, limits, locks, panes, paths, procs, store, tasks, tmux
+# (limits and panes compile their many patterns when imported, and hashlib loads
+# OpenSSL: they are imported where a pass first needs them, so that a pass with
+# nothing to do -- `orch-sched run` from cron, most minutes -- never loads them.)
+from . import clock, locks, paths, procs, store, tasks, tmux
 from .errors import OrchError
 
 MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
@@ -64,6 +66,7 @@ def agent_commands():
 
 
 def pane_lock_name(server, pane_id):
+    import hashlib
     digest = hashlib.sha1(os.path.realpath(server).encode()).hexdigest()[:12]
     return f"pane.{digest}.{pane_id.lstrip('%')}"
 
@@ -102,6 +105,10 @@ class Pass:
     def run(self):
         self.held = {}  # pane lock fds, by (server, pane id)
         try:
+            now = clock.now()
+            if not tasks.due_targets(self.conn, now) and not tasks.holds_ended(self.conn, now):
+                return 0
+            from . import limits
             limits.resume_due(self.conn, tmux.capture)
             due = tasks.due_targets(self.conn, clock.now())
             for server in sorted({row["server"] for row in due}):
@@ -196,6 +203,7 @@ class Pass:
         keys were sent, which is all that can be said.  One tmux call a look,
         for every pane at once.
         """
+        from . import panes
         results = {p: ("sent", None) for p in sent if p not in readable}
         watch = {p: sent[p] for p in sent if p in readable}
         held, again_done = {}, set()
@@ -258,6 +266,7 @@ class Pass:
         the input (a crash, a lost Enter), so only Enter is pressed.  None: not
         now, and why is recorded.
         """
+        from . import limits, panes
         problem = tasks.note_problem(task["note"])
         if problem:
             self.finish(task, "refused", problem, pane.id)

@@ -211,6 +211,44 @@ MIGRATIONS = [
     CREATE INDEX tasks_waiting ON tasks(deferred_since + grace_s)
         WHERE status = 'pending' AND deferred IS NOT NULL;
     """,
+    # 9: how many live check-ins each (target, server) has, kept by triggers in
+    # the transaction of every change to tasks, so that the status line reads
+    # one small table whatever the store holds (tasks.live_per_target)
+    """
+    CREATE TABLE live_counts (
+        target TEXT NOT NULL,
+        server TEXT NOT NULL,
+        n      INTEGER NOT NULL CHECK (n > 0),
+        PRIMARY KEY (target, server)
+    ) WITHOUT ROWID;
+    INSERT INTO live_counts SELECT target, server, COUNT(*) FROM tasks
+        WHERE status IN ('pending', 'running') GROUP BY target, server;
+    CREATE TRIGGER live_counts_insert AFTER INSERT ON tasks
+        WHEN NEW.status IN ('pending', 'running')
+    BEGIN
+        INSERT INTO live_counts VALUES (NEW.target, NEW.server, 1)
+            ON CONFLICT (target, server) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER live_counts_delete AFTER DELETE ON tasks
+        WHEN OLD.status IN ('pending', 'running')
+    BEGIN
+        DELETE FROM live_counts WHERE target = OLD.target AND server = OLD.server AND n = 1;
+        UPDATE live_counts SET n = n - 1 WHERE target = OLD.target AND server = OLD.server;
+    END;
+    CREATE TRIGGER live_counts_update AFTER UPDATE OF status, target, server ON tasks
+        WHEN (OLD.status IN ('pending', 'running')) != (NEW.status IN ('pending', 'running'))
+            OR (NEW.status IN ('pending', 'running')
+                AND (OLD.target IS NOT NEW.target OR OLD.server IS NOT NEW.server))
+    BEGIN
+        DELETE FROM live_counts WHERE OLD.status IN ('pending', 'running')
+            AND target = OLD.target AND server = OLD.server AND n = 1;
+        UPDATE live_counts SET n = n - 1 WHERE OLD.status IN ('pending', 'running')
+            AND target = OLD.target AND server = OLD.server;
+        INSERT INTO live_counts SELECT NEW.target, NEW.server, 1
+            WHERE NEW.status IN ('pending', 'running')
+            ON CONFLICT (target, server) DO UPDATE SET n = n + 1;
+    END;
+    """,
 ]
 
 
@@ -268,9 +306,17 @@ def _migrate(conn):
 
 
 def _statements(script):
-    # executescript() would COMMIT our transaction; split on ';' instead
-    # (the migrations contain no ';' inside literals).
-    return [s.strip() for s in script.split(";") if s.strip()]
+    # executescript() would COMMIT our transaction; split into statements
+    # instead, a ';' ending one only where SQLite says the statement is complete
+    # (a trigger's body holds several).
+    out, part = [], ""
+    for piece in script.split(";"):
+        part += piece + ";"
+        if sqlite3.complete_statement(part):
+            if part.strip(" \n;"):
+                out.append(part.strip())
+            part = ""
+    return out
 
 
 class tx:

@@ -216,10 +216,13 @@ def next_per_target(conn):
 
 def live_per_target(conn):
     """How many live check-ins each (target, server) has: [(target, server, n)],
-    from the target index alone (the status line's count)."""
-    marks = ", ".join("?" * len(LIVE))
-    return conn.execute(f"SELECT target, server, COUNT(*) FROM tasks INDEXED BY tasks_target "
-                        f"WHERE status IN ({marks}) GROUP BY target, server", LIVE).fetchall()
+    from the counts the triggers of migration 9 keep (the status line's count)."""
+    return conn.execute("SELECT target, server, n FROM live_counts").fetchall()
+
+
+def live_total(conn):
+    """How many check-ins are live, from the same counts."""
+    return conn.execute("SELECT COALESCE(SUM(n), 0) FROM live_counts").fetchone()[0]
 
 
 def cancel(conn, ids):
@@ -295,6 +298,13 @@ def next_wakeup(conn):
         "WHERE status = 'running' ORDER BY lease_until LIMIT 1) "
         "UNION ALL SELECT MIN(until) FROM accounts WHERE state = 'suspended')").fetchone()
     return row[0]
+
+
+def holds_ended(conn, now):
+    """True if some account's hold for a usage limit has ended by NOW (a pass then
+    resumes its windows: limits.resume_due)."""
+    return conn.execute("SELECT 1 FROM accounts WHERE state = 'suspended' AND until <= ? "
+                        "LIMIT 1", (now,)).fetchone() is not None
 
 
 def next_occurrence(due, every_s, now):
