@@ -135,3 +135,16 @@ def test_held_check_ins_wait_until_the_agent_has_taken_up_its_resume(tmux, run):
     run_pass(run, after + 3)
     assert history(agent) == [resume, "the held check-in"]
     assert outcomes(run, held) == ["held", "deferred", "delivered"]
+
+
+def test_a_pane_slow_to_settle_holds_up_no_other_pane(tmux, run):
+    # The stuck pane's note is looked at for CONFIRM_AT's 2 s before it is called
+    # unsubmitted; meanwhile the other pane takes its three check-ins one by one.
+    stuck = tmux.agent("pace", "stuck", layout="claude", options="--no-enter")
+    fast = tmux.agent("pace", "fast", layout="claude")
+    slow_id = add(run, stuck.target, "never submitted")
+    fast_ids = [add(run, fast.target, f"quick {k}") for k in range(3)]
+    run_pass(run)
+    assert history(fast) == ["quick 0", "quick 1", "quick 2"]
+    order = [(a["task"], a["outcome"]) for a in log(run)]  # as logged, oldest first
+    assert order == [*((i, "delivered") for i in fast_ids), (slow_id, "unsubmitted")]

@@ -1,8 +1,9 @@
 """Typing check-ins into panes: one pass over everything due, and the daemon loop.
 
 Rules:
-- A pass types into every due pane at once, one check-in per pane a round
-  (see Pass): different panes in parallel, one pane one note at a time.
+- A pass types into every due pane at once, each pane at its own pace (see
+  Pass): different panes in parallel, one pane one note at a time, a slow
+  pane holding up no other.
 - A pass holds each pane's lock (locks/pane.<server>.<id>) while it claims
   and types there, so typing into one pane is serialised across every
   process, and p:0, p:0.0 and %3 are one pane.  The server is its socket's
@@ -47,6 +48,7 @@ from .errors import OrchError
 MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
 CONFIRM_AT = (0.15, 0.35, 0.6, 1.0, 1.5, 2.0)  # looks after the Enter, in seconds from it
 CONFIRM_AGAIN_S = 0.5  # a note still in the input this long after its Enter gets another
+LOOK_SLACK_S = 0.02  # looks due this close together are taken with one tmux call
 # An agent takes a long paste in for a while (and folds it) before an Enter counts:
 # the Enter delay grows by 1 s per PASTE_BYTES_PER_S of the longest note, by at most 1.5 s.
 PASTE_BYTES_PER_S = 20000
@@ -77,17 +79,18 @@ def run_pass(stopping=None):
 
 
 class Pass:
-    """One pass, in rounds: each round types one check-in into every due pane.
+    """One pass: every due pane served at once, each at its own pace.
 
     Targets are resolved with one tmux call per server, and all names of one
     pane (p:0, p:0.0, %3) are served together, earliest due first.  The pass
     takes each pane's lock without waiting: a pane whose lock another runner
     holds is that runner's to type into (it claims until nothing there is
-    due), so this pass leaves it alone.  A round claims the next occurrence of
-    each pane, looks at every pane (command and screen) with one tmux call,
-    types every note that may go with one more, waits the Enter delay once,
-    and presses Enter everywhere with a third: three tmux calls a round,
-    however many panes.
+    due), so this pass leaves it alone.  Each pane goes through the same steps
+    -- claim its next occurrence, look (command and screen), type, Enter after
+    the delay, look until submitted -- and moves to its next occurrence as soon
+    as its note is settled, never waiting for a slower pane.  The panes whose
+    step falls due at the same moment take it together, with one tmux call
+    (and one transaction) however many they are: a look, a paste, an Enter.
     """
 
     def __init__(self, stopping=None):
@@ -142,121 +145,172 @@ class Pass:
             self.finish(claimed[0], "retry", str(missing), None)
 
     def _rounds(self, server, panes):
-        while panes and not self.stopped():
-            claims = []
-            for pane, targets in panes:
-                claimed = tasks.claim(self.conn, server, targets, locked=True)
-                if claimed is not None:
-                    claims.append((pane, targets, *claimed))
-            if not claims:
-                return
-            if not tmux.capture_all(server, [c[0] for c in claims]):
-                claims = self._look_one_by_one(server, claims)
-            notes, enter_only, readable = {}, [], set()
-            for pane, _, task, _ in claims:
-                how, seen = self._check(server, pane, task)
-                if how == "type":
-                    notes[pane.id] = task["note"]
-                elif how == "enter":
-                    enter_only.append(pane.id)
-                if how and seen.layout is not None:
-                    readable.add(pane.id)
-            if notes:
-                tasks.typing(self.conn, [c[2] for c in claims if c[0].id in notes])
-            try:
-                typed = tmux.paste_all(server, notes, self.spool) if notes else set()
-            except OrchError as e:  # the spool cannot be written (a full disk): 74
-                for _, _, task, _ in claims:  # back to the queue at once, untried
-                    tasks.release(self.conn, task, str(e))
-                raise
-            if typed:
-                longest = max(len(notes[p].encode()) for p in typed)
-                time.sleep(self.delay + min(longest / PASTE_BYTES_PER_S, PASTE_EXTRA_MAX_S))
-            pressed = [p for p in notes if p in typed] + enter_only
-            missed = set(tmux.keys_all(server, pressed, "Enter"))
-            sent = {}
-            for pane, _, task, action in claims:
-                if pane.id not in pressed and pane.id not in notes:
-                    continue
-                if pane.id not in pressed or pane.id in missed:
-                    self.finish(task, "retry", f"can't find pane: {pane.id}", pane.id)
-                else:
-                    sent[pane.id] = (pane, task, action)
-            for pane_id, (outcome, detail) in self._confirm(server, sent, readable).items():
-                _, task, action = sent[pane_id]
-                if action == "late" and outcome in tasks.DELIVERED:
-                    late = f"late by {clock.fmt_duration(clock.now() - task['due'])} (caught up)"
-                    detail = f"{late}; {detail}" if detail else late
-                self.finish(task, outcome, detail, pane_id)
-            panes = [(c[0], c[1]) for c in claims if c[0].id in sent]
-            # A pane this pass is done with goes back to the other runners at once.
-            self._release(server, keep={p.id for p, _ in panes})
-
-    def _confirm(self, server, sent, readable):
-        """Look at the panes just sent Enter until each note shows as submitted
-        -> {pane id: (outcome, detail)}.
-
-        Where the layout can be read, a note is delivered once it has left the
-        input and the agent has moved on (busy, or the note shows above the
-        input); still in the input CONFIRM_AGAIN_S after the Enter, it gets one
-        more Enter; still there at the end, it is unsubmitted.  Elsewhere the
-        keys were sent, which is all that can be said.  One tmux call a look,
-        for every pane at once.
-        """
-        from . import panes
-        results = {p: ("sent", None) for p in sent if p not in readable}
-        watch = {p: sent[p] for p in sent if p in readable}
-        held, again_done = {}, set()
-        start = time.monotonic()
-        for at in CONFIRM_AT:
-            if not watch:
+        """Serve PANES [(pane, its names)], each at its own pace, until none has
+        anything due: claim, look, type; Enter after the delay; look until the
+        note shows submitted; then that pane's next.  The panes whose step falls
+        due together share its tmux call and its transaction."""
+        ready = [_Work(pane, targets) for pane, targets in panes]
+        typed, watched, results = [], [], []
+        failure = None
+        while True:
+            if results:
+                tasks.finish_each(self.conn, results)  # before those panes claim again
+                self.handled += len(results)
+                results = []
+            if ready and (failure or self.stopped()):
+                for w in ready:
+                    self._drop(server, w)
+            elif ready:
+                failure = self._type(server, ready, typed, results)
+            ready = []
+            if not (typed or watched or results):
                 break
-            time.sleep(max(0.0, start + at - time.monotonic()))
-            looked = [pane for pane, _, _ in watch.values()]
-            if not tmux.capture_all(server, looked):
-                for pane in looked:
-                    try:
-                        fresh = tmux.inspect(server, pane.id)
-                        pane.screen, pane.cursor = fresh.screen, fresh.cursor
-                    except tmux.Missing:
-                        results[pane.id] = ("sent", "the pane went away after the Enter")
-                        del watch[pane.id]
-            again = []
-            for pane_id, (pane, task, _) in list(watch.items()):
-                seen = panes.classify(pane.screen or "", clock.now(), cursor=pane.cursor)
-                # Busy first: aider and the REPLs leave a submitted line looking like an
-                # input that holds it, and only their status (or cursor) says otherwise.
-                held[pane_id] = seen.state != "busy" and panes.holds(seen, task["note"])
-                if held[pane_id]:
-                    if at >= CONFIRM_AGAIN_S and pane_id not in again_done:
-                        again.append(pane_id)
-                        again_done.add(pane_id)
-                elif seen.state == "busy" or panes.submitted(pane.screen or "", seen,
-                                                              task["note"]):
-                    results[pane_id] = ("delivered", f"seen submitted: {seen.evidence}")
-                    del watch[pane_id]
-            if again:
-                tmux.keys_all(server, again, "Enter")
-        for pane_id in watch:
-            if held.get(pane_id):
-                results[pane_id] = ("unsubmitted", "the note is still in the input after a "
-                                    "second Enter; the next attempt presses Enter only")
-            else:
-                results[pane_id] = ("sent", f"not seen submitted within {CONFIRM_AT[-1]:g} s")
-        return results
+            if not results:
+                times = [w.enter_at for w in typed] + [w.look_at() for w in watched]
+                time.sleep(max(0.0, min(times) - time.monotonic()))
+            now = time.monotonic()
+            if due := [w for w in typed if w.enter_at <= now]:
+                typed = [w for w in typed if w.enter_at > now]
+                self._enter(server, due, watched, ready, results)
+            now = time.monotonic() + LOOK_SLACK_S
+            if due := [w for w in watched if w.look_at() <= now]:
+                watched = [w for w in watched if w.look_at() > now]
+                self._confirm(server, due, watched, ready, results)
+        if failure:
+            raise failure
 
-    def _release(self, server, keep=()):
-        for key in [k for k in self.held if k[0] == server and k[1] not in keep]:
+    def _type(self, server, ready, typed, results):
+        """Claim the next occurrence of each READY pane, look at them, and type
+        every note that may go (into TYPED); a pane with nothing to type now is
+        let go.  Returns the error that stops the pass (a full spool), or None."""
+        got = tasks.claim_each(self.conn, server, [w.targets for w in ready], locked=True)
+        claimed = []
+        for w, claim in zip(ready, got, strict=True):
+            if claim is None:
+                self._drop(server, w)  # done here: the pane goes back to the other runners
+            else:
+                w.task, w.action = claim
+                claimed.append(w)
+        if claimed and not tmux.capture_all(server, [w.pane for w in claimed]):
+            claimed = self._look_one_by_one(server, claimed)
+        notes, go = {}, []
+        for w in claimed:
+            how, seen = self._check(server, w.pane, w.task)
+            if how is None:
+                self._drop(server, w)
+                continue
+            w.readable = seen.layout is not None
+            if how == "type":
+                notes[w.pane.id] = w.task["note"]
+            go.append(w)
+        if notes:
+            tasks.typing(self.conn, [w.task for w in go if w.pane.id in notes])
+        try:
+            pasted = tmux.paste_all(server, notes, self.spool) if notes else set()
+        except OrchError as e:  # the spool cannot be written (a full disk): 74
+            for w in go:  # back to the queue at once, untried
+                tasks.release(self.conn, w.task, str(e))
+                self._drop(server, w)
+            return e
+        now = time.monotonic()
+        for w in go:
+            note = notes.get(w.pane.id)
+            if note is None:  # the note sits in the input already: Enter only, now
+                w.enter_at = now
+            elif w.pane.id in pasted:
+                w.enter_at = now + self.delay + min(len(note.encode()) / PASTE_BYTES_PER_S,
+                                                    PASTE_EXTRA_MAX_S)
+            else:
+                results.append((w.task, "retry", f"can't find pane: {w.pane.id}", w.pane.id))
+                self._drop(server, w)
+                continue
+            typed.append(w)
+        return None
+
+    def _enter(self, server, due, watched, ready, results):
+        """Press Enter in each pane of DUE: a readable one is then watched, any
+        other's note was sent, which is all that can be said, and it goes on."""
+        missed = set(tmux.keys_all(server, [w.pane.id for w in due], "Enter"))
+        now = time.monotonic()
+        for w in due:
+            if w.pane.id in missed:
+                results.append((w.task, "retry", f"can't find pane: {w.pane.id}", w.pane.id))
+                self._drop(server, w)
+            elif w.readable:
+                w.entered, w.looks, w.again, w.held = now, 0, False, False
+                watched.append(w)
+            else:
+                results.append(w.outcome("sent", None))
+                ready.append(w)
+
+    def _confirm(self, server, due, watched, ready, results):
+        """Look at the panes of DUE, Enter pressed, whose look has come: a note
+        is delivered once it has left the input and the agent has moved on
+        (busy, or the note shows above the input); still in the input
+        CONFIRM_AGAIN_S after the Enter, it gets one more Enter; still there
+        after the last look (CONFIRM_AT), it is unsubmitted.  One tmux call for
+        all of them; those not settled stay WATCHED."""
+        from . import panes
+        if not tmux.capture_all(server, [w.pane for w in due]):
+            for w in list(due):
+                try:
+                    fresh = tmux.inspect(server, w.pane.id)
+                    w.pane.screen, w.pane.cursor = fresh.screen, fresh.cursor
+                except tmux.Missing:
+                    results.append(w.outcome("sent", "the pane went away after the Enter"))
+                    self._drop(server, w)
+                    due.remove(w)
+        again = []
+        for w in due:
+            at = CONFIRM_AT[w.looks]
+            w.looks += 1
+            seen = panes.classify(w.pane.screen or "", clock.now(), cursor=w.pane.cursor)
+            # Busy first: aider and the REPLs leave a submitted line looking like an
+            # input that holds it, and only their status (or cursor) says otherwise.
+            w.held = seen.state != "busy" and panes.holds(seen, w.task["note"])
+            if w.held:
+                if at >= CONFIRM_AGAIN_S and not w.again:
+                    again.append(w.pane.id)
+                    w.again = True
+            elif seen.state == "busy" or panes.submitted(w.pane.screen or "", seen,
+                                                          w.task["note"]):
+                results.append(w.outcome("delivered", f"seen submitted: {seen.evidence}"))
+                ready.append(w)
+                continue
+            if w.looks < len(CONFIRM_AT):
+                watched.append(w)
+            elif w.held:
+                results.append(w.outcome("unsubmitted", "the note is still in the input "
+                                         "after a second Enter; the next attempt presses "
+                                         "Enter only"))
+                ready.append(w)
+            else:
+                results.append(w.outcome("sent", f"not seen submitted within "
+                                         f"{CONFIRM_AT[-1]:g} s"))
+                ready.append(w)
+        if again:
+            tmux.keys_all(server, again, "Enter")
+
+    def _release(self, server):
+        for key in [k for k in self.held if k[0] == server]:
             os.close(self.held.pop(key))
 
-    def _look_one_by_one(self, server, claims):
-        """A pane went away since the round began: look at each, retrying the gone ones."""
+    def _drop(self, server, w):
+        """This pass is done with W's pane: its lock goes back to the other runners."""
+        fd = self.held.pop((server, w.pane.id), None)
+        if fd is not None:
+            os.close(fd)
+
+    def _look_one_by_one(self, server, claimed):
+        """A pane went away since the last look: look at each, retrying the gone ones."""
         kept = []
-        for pane, targets, task, action in claims:
+        for w in claimed:
             try:
-                kept.append((tmux.inspect(server, pane.id), targets, task, action))
+                w.pane = tmux.inspect(server, w.pane.id)
+                kept.append(w)
             except tmux.Missing as e:
-                self.finish(task, "retry", str(e), pane.id)
+                self.finish(w.task, "retry", str(e), w.pane.id)
+                self._drop(server, w)
         return kept
 
     def _check(self, server, pane, task):
@@ -314,6 +368,26 @@ class Pass:
     def finish(self, task, outcome, detail, pane_id):
         tasks.finish(self.conn, task, outcome, detail, pane_id)
         self.handled += 1
+
+
+class _Work:
+    """One pane of a pass: its claimed task and where its note stands."""
+
+    __slots__ = ("pane", "targets", "task", "action", "readable", "enter_at", "entered",
+                 "looks", "again", "held")
+
+    def __init__(self, pane, targets):
+        self.pane, self.targets = pane, targets
+
+    def look_at(self):
+        return self.entered + CONFIRM_AT[self.looks]
+
+    def outcome(self, outcome, detail):
+        """(task, outcome, detail, pane id) for tasks.finish_each."""
+        if self.action == "late" and outcome in tasks.DELIVERED:
+            late = f"late by {clock.fmt_duration(clock.now() - self.task['due'])} (caught up)"
+            detail = f"{late}; {detail}" if detail else late
+        return self.task, outcome, detail, self.pane.id
 
 
 def dry_run():

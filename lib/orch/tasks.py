@@ -356,37 +356,47 @@ def claim(conn, server, targets, now=None, lease=LEASE_S, locked=False):
     Returns (task, action) with action 'deliver' or 'late', or None when
     nothing is due.  Occurrences skipped by policy are marked on the way.
     """
+    return claim_each(conn, server, [targets], now, lease, locked)[0]
+
+
+def claim_each(conn, server, groups, now=None, lease=LEASE_S, locked=False):
+    """claim() for each of GROUPS (each the names of one pane), in one transaction:
+    a pass's round claims for all its panes with one commit."""
     now = clock.now() if now is None else now
-    targets = [targets] if isinstance(targets, str) else list(targets)
     params = {"server": server, "now": now, "locked": int(locked)}
     with store.tx(conn):
-        while True:
-            task = _next_claimable(conn, targets, params)
-            if task is None:
-                return None
-            if task["status"] == "running":
-                # Its runner died (or hung) after claiming: count that attempt, then retry,
-                # unless the retries are used up (a note that kills its runner stops here).
-                _log(conn, task, now, None, "expired",
-                     "lease expired: the runner that claimed it did not finish"
-                     if task["lease_until"] <= now else
-                     "the runner that claimed it is gone (its pane was free)")
-                conn.execute("UPDATE tasks SET attempts = attempts + 1 WHERE id = ?",
-                             (task["id"],))
-                if task["attempts"] + 1 > task["retries"]:
-                    deaths = conn.execute(
-                        "SELECT COUNT(*) FROM attempts WHERE task_id = ? AND due = ? AND "
-                        "outcome = 'expired'", (task["id"], task["due"])).fetchone()[0]
-                    _give_up(conn, get(conn, task["id"]), now, None,
-                             f"gave up: the runner died {deaths} times while delivering it")
-                    continue
-            action = plan(task, now)
-            if action == "miss":
-                _missed(conn, task, now)
+        return [_claim(conn, [targets] if isinstance(targets, str) else list(targets), params,
+                       now, lease) for targets in groups]
+
+
+def _claim(conn, targets, params, now, lease):
+    while True:
+        task = _next_claimable(conn, targets, params)
+        if task is None:
+            return None
+        if task["status"] == "running":
+            # Its runner died (or hung) after claiming: count that attempt, then retry,
+            # unless the retries are used up (a note that kills its runner stops here).
+            _log(conn, task, now, None, "expired",
+                 "lease expired: the runner that claimed it did not finish"
+                 if task["lease_until"] <= now else
+                 "the runner that claimed it is gone (its pane was free)")
+            conn.execute("UPDATE tasks SET attempts = attempts + 1 WHERE id = ?",
+                         (task["id"],))
+            if task["attempts"] + 1 > task["retries"]:
+                deaths = conn.execute(
+                    "SELECT COUNT(*) FROM attempts WHERE task_id = ? AND due = ? AND "
+                    "outcome = 'expired'", (task["id"], task["due"])).fetchone()[0]
+                _give_up(conn, get(conn, task["id"]), now, None,
+                         f"gave up: the runner died {deaths} times while delivering it")
                 continue
-            conn.execute("UPDATE tasks SET status = 'running', lease_until = ?, picked = 1, "
-                         "updated = ? WHERE id = ?", (now + lease, now, task["id"]))
-            return get(conn, task["id"]), action
+        action = plan(task, now)
+        if action == "miss":
+            _missed(conn, task, now)
+            continue
+        conn.execute("UPDATE tasks SET status = 'running', lease_until = ?, picked = 1, "
+                     "updated = ? WHERE id = ?", (now + lease, now, task["id"]))
+        return get(conn, task["id"]), action
 
 
 def _missed(conn, task, now):
@@ -424,34 +434,45 @@ def finish(conn, task, outcome, detail=None, pane=None, now=None):
     typed, as a note holding a control character: fail now, recurring or not).
     Returns the status the task is left in (or None if the claim was lost).
     """
+    return finish_each(conn, [(task, outcome, detail, pane)], now)[0]
+
+
+def finish_each(conn, results, now=None):
+    """finish() for each (task, outcome, detail, pane) of RESULTS, in one
+    transaction (a round's outcomes with one commit); returns their statuses."""
     now = clock.now() if now is None else now
     with store.tx(conn):
-        current = conn.execute("SELECT * FROM tasks WHERE id = ? AND status = 'running' AND "
-                               "lease_until = ?", (task["id"], task["lease_until"])).fetchone()
-        _log(conn, task, now, pane, outcome if current else f"{outcome} (claim lost)", detail)
-        if current is None:
-            return None
-        conn.execute("UPDATE tasks SET deferred = NULL, deferred_since = NULL" +
-                     ("" if outcome == "unsubmitted" else ", typed = NULL") + " WHERE id = ?",
-                     (task["id"],))
-        tries = current["attempts"] + 1
-        if outcome in DELIVERED:
-            if current["every_s"]:
-                _advance(conn, current, now)
-                return "pending"
-            conn.execute("UPDATE tasks SET status = 'done', attempts = ?, lease_until = NULL, "
-                         "reason = NULL, updated = ? WHERE id = ?", (tries, now, task["id"]))
-            return "done"
-        if outcome == "refused" or tries > current["retries"]:
-            conn.execute("UPDATE tasks SET attempts = ? WHERE id = ?", (tries, task["id"]))
-            if outcome == "refused":
-                return _give_up(conn, current, now, pane, detail, whole_task=True)
-            return _give_up(conn, current, now, pane, f"gave up after {tries} attempts: {detail}")
-        delay = min(RETRY_BASE_S * 2 ** (tries - 1), RETRY_CAP_S)
-        conn.execute("UPDATE tasks SET status = 'pending', attempts = ?, not_before = ?, "
-                     "lease_until = NULL, reason = ?, updated = ? WHERE id = ?",
-                     (tries, now + delay, detail, now, task["id"]))
-        return "pending"
+        return [_finish(conn, task, outcome, detail, pane, now)
+                for task, outcome, detail, pane in results]
+
+
+def _finish(conn, task, outcome, detail, pane, now):
+    current = conn.execute("SELECT * FROM tasks WHERE id = ? AND status = 'running' AND "
+                           "lease_until = ?", (task["id"], task["lease_until"])).fetchone()
+    _log(conn, task, now, pane, outcome if current else f"{outcome} (claim lost)", detail)
+    if current is None:
+        return None
+    conn.execute("UPDATE tasks SET deferred = NULL, deferred_since = NULL" +
+                 ("" if outcome == "unsubmitted" else ", typed = NULL") + " WHERE id = ?",
+                 (task["id"],))
+    tries = current["attempts"] + 1
+    if outcome in DELIVERED:
+        if current["every_s"]:
+            _advance(conn, current, now)
+            return "pending"
+        conn.execute("UPDATE tasks SET status = 'done', attempts = ?, lease_until = NULL, "
+                     "reason = NULL, updated = ? WHERE id = ?", (tries, now, task["id"]))
+        return "done"
+    if outcome == "refused" or tries > current["retries"]:
+        conn.execute("UPDATE tasks SET attempts = ? WHERE id = ?", (tries, task["id"]))
+        if outcome == "refused":
+            return _give_up(conn, current, now, pane, detail, whole_task=True)
+        return _give_up(conn, current, now, pane, f"gave up after {tries} attempts: {detail}")
+    delay = min(RETRY_BASE_S * 2 ** (tries - 1), RETRY_CAP_S)
+    conn.execute("UPDATE tasks SET status = 'pending', attempts = ?, not_before = ?, "
+                 "lease_until = NULL, reason = ?, updated = ? WHERE id = ?",
+                 (tries, now + delay, detail, now, task["id"]))
+    return "pending"
 
 
 def _give_up(conn, task, now, pane, reason, whole_task=False):
