@@ -9,7 +9,7 @@ LIBDIR = $(DESTDIR)$(PREFIX)/lib/orch
 SHAREDIR = $(DESTDIR)$(PREFIX)/share/orch
 MANDIR = $(DESTDIR)$(PREFIX)/share/man
 BASHCOMPDIR = $(DESTDIR)$(PREFIX)/share/bash-completion/completions
-TOOLS = orch-sched orch-lock orch-sync orch-dash
+TOOLS = orch-sched orch-lock orch-sync orch-dash orch-team
 SCRIPTS = $(TOOLS) schedule_with_note.sh
 
 .PHONY: deps test demo install uninstall lint man clean venv

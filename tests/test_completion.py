@@ -12,7 +12,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 SCRIPT = os.path.join(ROOT, "contrib", "completion", "orch.bash")
 TOOLS = {"orch-sched": "cmd_sched", "orch-lock": "cmd_lock", "orch-sync": "cmd_sync",
-         "orch-dash": "cmd_dash"}
+         "orch-dash": "cmd_dash", "orch-team": "cmd_team"}
 
 
 def test_the_script_is_generated_from_the_usage_texts():

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TOOLS = {"orch-sched": "cmd_sched", "orch-lock": "cmd_lock", "orch-sync": "cmd_sync",
-         "orch-dash": "cmd_dash"}
+         "orch-dash": "cmd_dash", "orch-team": "cmd_team"}
 PRESENT = [t for t, m in TOOLS.items()
            if os.path.exists(os.path.join(ROOT, "lib", "orch", f"{m}.py"))]
 

@@ -1,4 +1,4 @@
-# bash completion for orch-sched, orch-lock, orch-sync and orch-dash.
+# bash completion for orch-sched, orch-lock, orch-sync, orch-dash and orch-team.
 # Generated from each tool's usage text by contrib/completion/generate: do not
 # edit.  zsh: see orch.zsh.  Enable by hand with: source orch.bash
 
@@ -37,6 +37,10 @@ _orch_offered() {  # TOOL VERB: the words and options offered after them
 	"orch-dash ") printf '%s' '--project= --json --porcelain --output= --html= --watch -n line serve --help --version' ;;
 	"orch-dash line") printf '%s' '--ascii --project= --help' ;;
 	"orch-dash serve") printf '%s' '--port= --project= --help' ;;
+	"orch-team up") printf '%s' '--dry-run --json --help' ;;
+	"orch-team down") printf '%s' '--keep-worktrees --help' ;;
+	"orch-team ls") printf '%s' '--json --porcelain --help' ;;
+	"orch-team ") printf '%s' 'up down ls --help --version' ;;
 	esac
 }
 
@@ -74,4 +78,4 @@ _orch() {
 	return 0
 }
 
-complete -F _orch orch-sched orch-lock orch-sync orch-dash
+complete -F _orch orch-sched orch-lock orch-sync orch-dash orch-team

@@ -106,10 +106,6 @@ def cmd_add(args):
     return 0
 
 
-BATCH_KEYS = {"target", "note", "in", "at", "every", "key", "account", "catch_up", "grace",
-              "retries"}
-
-
 def _add_batch():
     """add --batch: JSON lines on stdin, validated as single adds, stored in one
     transaction; the ids printed one a line; one tmux call for them all."""
@@ -129,7 +125,7 @@ def _add_batch():
             obj = json.loads(raw)
             if not isinstance(obj, dict):
                 raise OrchError("not a JSON object")
-            items.append(_batch_item(obj, server, now, account))
+            items.append(tasks.item(obj, server, now, account))
         except (ValueError, OrchError) as e:  # UnicodeDecodeError is a ValueError too
             message = e if isinstance(e, OrchError) else f"not JSON ({e})"
             raise OrchError(f"line {n}: {message}; nothing was added", DATAERR) from None
@@ -148,42 +144,6 @@ def _add_batch():
             print(f"{PROG}: warning: {text.visible(target)}: {text.visible(str(found))} (its "
                   "check-ins are stored and will be tried when due)", file=sys.stderr)
     return 0
-
-
-def _batch_item(obj, server, now, account):
-    """One line of add --batch as add_many's item: the same checks as add's options."""
-    from . import tmux
-    unknown = set(obj) - BATCH_KEYS
-    if unknown:
-        raise OrchError(f"unknown key {sorted(unknown)[0]!r} "
-                        f"(want {', '.join(sorted(BATCH_KEYS))})")
-    for name in ("target", "note"):
-        if not isinstance(obj.get(name), str):
-            raise OrchError(f"{name} must be a string")
-    if "in" in obj and "at" in obj:
-        raise OrchError("give in or at, not both")
-
-    def text_of(name):
-        value = obj[name]
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise OrchError(f"{name} must be a string or a number")
-        return str(value)
-
-    if "at" in obj:
-        due = clock.parse_time(text_of("at"), now, "at time")
-    else:
-        due = now + clock.parse_duration(text_of("in") if "in" in obj else "0", "in duration")
-    every = clock.parse_duration(text_of("every"), "every duration") if "every" in obj else None
-    grace = clock.parse_duration(text_of("grace"), "grace duration") if "grace" in obj else 600.0
-    retries = cli.integer(text_of("retries"), "retries count", 0, 100) if "retries" in obj \
-        else 5
-    for name in ("key", "account", "catch_up"):
-        if name in obj and not isinstance(obj[name], str):
-            raise OrchError(f"{name} must be a string")
-    return dict(target=tmux.check_target(obj["target"]), server=server,
-                note=tasks.check_note(obj["note"]), due=due, every_s=every, key=obj.get("key"),
-                account=obj.get("account", account), catch_up=obj.get("catch_up", "once"),
-                grace_s=grace, retries=retries)
 
 
 def _statuses(args):

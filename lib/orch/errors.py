@@ -8,6 +8,7 @@ OK = 0
 NO = 1            # "no" from a predicate verb, or a partial failure the message names
 USAGE = 64        # the command line does not parse
 DATAERR = 65      # an argument parses but its value is bad
+NOINPUT = 66      # an input file named on the command line cannot be read
 UNAVAILABLE = 69  # tmux/git missing, target does not exist where required
 SOFTWARE = 70     # a bug
 CANTCREAT = 73    # cannot create the state directory or a file in it

@@ -117,6 +117,20 @@ def as_json(o):
             "dir": o["dir"], "server": o["server"]}
 
 
+def discard(conn, session):
+    """Forget SESSION and remove its (empty) directory: undoing a create() whose
+    orchestration never started (orch-team up failing half way)."""
+    o = get(conn, session)
+    if o is None:
+        return
+    with store.tx(conn):
+        conn.execute("DELETE FROM orchestrations WHERE session = ?", (session,))
+    try:
+        os.rmdir(o["dir"])
+    except FileNotFoundError:
+        pass
+
+
 def end(conn, session):
     """Mark SESSION ended; False if there is no such orchestration."""
     with store.tx(conn):

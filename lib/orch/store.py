@@ -249,6 +249,21 @@ MIGRATIONS = [
             ON CONFLICT (target, server) DO UPDATE SET n = n + 1;
     END;
     """,
+    # 10: orch-team: one row per team brought up (status starting, up or down),
+    # known by its team file's real path; plan is JSON: everything its up made
+    """
+    CREATE TABLE teams (
+        session TEXT PRIMARY KEY,
+        file    TEXT NOT NULL,
+        project TEXT NOT NULL,
+        server  TEXT NOT NULL,
+        status  TEXT NOT NULL,
+        plan    TEXT NOT NULL,
+        created REAL NOT NULL,
+        ended   REAL
+    );
+    CREATE INDEX teams_file ON teams(file, status);
+    """,
 ]
 
 

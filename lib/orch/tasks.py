@@ -112,6 +112,48 @@ def add(conn, target, server, note, due, every_s=None, key=None, account="defaul
     return task_id
 
 
+ITEM_KEYS = {"target", "note", "in", "at", "every", "key", "account", "catch_up", "grace",
+             "retries"}
+
+
+def item(obj, server, now, account):
+    """A check-in given as a mapping (a line of `add --batch`, a team file's
+    [[checkin]]) as add_many's item: the same checks as add's options."""
+    from . import tmux
+    unknown = set(obj) - ITEM_KEYS
+    if unknown:
+        raise OrchError(f"unknown key {sorted(unknown)[0]!r} "
+                        f"(want {', '.join(sorted(ITEM_KEYS))})")
+    for name in ("target", "note"):
+        if not isinstance(obj.get(name), str):
+            raise OrchError(f"{name} must be a string")
+    if "in" in obj and "at" in obj:
+        raise OrchError("give in or at, not both")
+
+    def text_of(name):
+        value = obj[name]
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise OrchError(f"{name} must be a string or a number")
+        return str(value)
+
+    if "at" in obj:
+        due = clock.parse_time(text_of("at"), now, "at time")
+    else:
+        due = now + clock.parse_duration(text_of("in") if "in" in obj else "0", "in duration")
+    every = clock.parse_duration(text_of("every"), "every duration") if "every" in obj else None
+    grace = clock.parse_duration(text_of("grace"), "grace duration") if "grace" in obj else 600.0
+    retries = text_of("retries") if "retries" in obj else "5"
+    if not (retries.isascii() and retries.isdigit()) or int(retries) > 100:
+        raise OrchError(f"bad retries count: {retries!r} (want a whole number from 0 to 100)")
+    for name in ("key", "account", "catch_up"):
+        if name in obj and not isinstance(obj[name], str):
+            raise OrchError(f"{name} must be a string")
+    return dict(target=tmux.check_target(obj["target"]), server=server,
+                note=check_note(obj["note"]), due=due, every_s=every, key=obj.get("key"),
+                account=obj.get("account", account), catch_up=obj.get("catch_up", "once"),
+                grace_s=grace, retries=int(retries))
+
+
 def add_many(conn, items):
     """Store many check-ins (ITEMS: dicts of add's arguments) in one transaction: all
     or none.  Returns their ids; an invalid item raises OrchError with .index set

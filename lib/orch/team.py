@@ -1,0 +1,406 @@
+"""Teams: an orchestration brought up from a small team file, and taken down again.
+
+Rules:
+- This module only composes the others: orchestrations (the session name and
+  registry), git worktrees, tmux windows, sync.hooks and sync.predict (hooks
+  and the worktree-to-window map), tasks (the recurring check-ins).  It has no
+  lock, session, sync or scheduling logic of its own.
+- A team is known by the real path of its team file.  A team is running when
+  its record is 'up' and its tmux session exists on the server it was made on.
+- `up` runs under the lock orch-team.<project slug>, so that two `up`s of one
+  file bring up one team and the worktrees of one project are made one team at
+  a time.  Every step that creates something pushes how to undo it; if a step
+  fails, the undos run in reverse and the step's error (and exit status) goes
+  on.  Nothing that was there before (a worktree, a branch, installed hooks) is
+  ever removed by an undo.
+- The team's record (table teams) holds everything its `up` created (plan), so
+  that `down` takes down exactly that.  `down` never removes a worktree with
+  uncommitted changes or commits not on the base, nor one the team found there.
+"""
+
+import json
+import os
+import re
+import shlex
+import sys
+
+from . import clock, git, locks, orchestrations, paths, store, tasks, tmux
+from .errors import CANTCREAT, DATAERR, NO, NOINPUT, UNAVAILABLE, OrchError
+
+ORCHESTRATOR = "orchestrator"
+TOP_KEYS = {"project", "repo", "base", "worktrees", "orchestrator", "agent", "checkin"}
+AGENT_KEYS = {"name", "command", "branch"}
+ORCHESTRATOR_KEYS = {"command"}
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
+WIDTH, HEIGHT = 200, 50  # the windows' size until a client attaches
+
+
+class Agent:
+    def __init__(self, name, command, branch, worktree):
+        self.name, self.command, self.branch, self.worktree = name, command, branch, worktree
+
+
+class Team:
+    """A team file, read and checked: nothing in it is looked up outside it yet."""
+
+    def __init__(self, file, project, repo, base, orchestrator, agents, checkins):
+        self.file, self.project, self.repo, self.base = file, project, repo, base
+        self.orchestrator, self.agents, self.checkins = orchestrator, agents, checkins
+
+
+# --- the team file -------------------------------------------------------------
+
+def load(path):
+    """Read and check the team file at PATH -> Team.  A bad file is OrchError(65)
+    naming the key (and TOML's line, where the parser gives one)."""
+    import tomllib
+    file = os.path.realpath(path)
+    try:
+        with open(file, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise OrchError(f"cannot read the team file {path}: {e.strerror}", NOINPUT) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise OrchError(f"{path}: not TOML: {e}", DATAERR) from None
+    where = os.path.dirname(file)
+    _known(data, TOP_KEYS, path, "")
+    project = _string(data, "project", path)
+    base_slug = orchestrations.slug(project)
+    repo = os.path.normpath(os.path.join(where, os.path.expanduser(_string(data, "repo", path))))
+    base = _string(data, "base", path)
+    worktrees = data.get("worktrees")
+    worktrees = (os.path.dirname(repo) if worktrees is None else
+                 os.path.normpath(os.path.join(where, os.path.expanduser(
+                     _string(data, "worktrees", path)))))
+    orch = data.get(ORCHESTRATOR, {})
+    if not isinstance(orch, dict):
+        raise OrchError(f"{path}: {ORCHESTRATOR} must be a table", DATAERR)
+    _known(orch, ORCHESTRATOR_KEYS, path, f"{ORCHESTRATOR}.")
+    orchestrator = _string(orch, "command", path, ORCHESTRATOR + ".") if orch else None
+    agents, names = [], {ORCHESTRATOR}
+    for i, a in enumerate(_tables(data, "agent", path)):
+        at = f"agent[{i}]."
+        _known(a, AGENT_KEYS, path, at)
+        name = _string(a, "name", path, at)
+        if not _NAME.fullmatch(name):
+            raise OrchError(f"{path}: {at}name: bad name {name!r} (a letter or _, then up to "
+                            "39 letters, digits, _ or -)", DATAERR)
+        if name in names:
+            raise OrchError(f"{path}: {at}name: {name!r} is taken"
+                            + (" (the orchestrator's window)" if name == ORCHESTRATOR else ""),
+                            DATAERR)
+        names.add(name)
+        branch = _string(a, "branch", path, at) if "branch" in a else f"{base_slug}/{name}"
+        agents.append(Agent(name, _string(a, "command", path, at), branch,
+                            os.path.join(worktrees, f"{base_slug}-{name}")))
+    if not agents:
+        raise OrchError(f"{path}: agent: a team needs at least one [[agent]]", DATAERR)
+    checkins = []
+    for i, c in enumerate(_tables(data, "checkin", path)):
+        at = f"checkin[{i}]."
+        window = c.get("target")
+        if window not in names:
+            raise OrchError(f"{path}: {at}target: {window!r} is not a window of this team "
+                            f"(want one of {', '.join(sorted(names))})", DATAERR)
+        try:
+            tasks.item(dict(c, target=f"{base_slug}-00000000:{window}"), "", clock.now(),
+                       "default")
+        except OrchError as e:
+            raise OrchError(f"{path}: checkin[{i}]: {e}", DATAERR) from None
+        if "every" in c and not ("in" in c or "at" in c):
+            c = dict(c, **{"in": c["every"]})  # the first one period after the team starts
+        checkins.append(c)
+    return Team(file, project, repo, base, orchestrator, agents, checkins)
+
+
+def _known(table, keys, path, at):
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise OrchError(f"{path}: {at}{unknown[0]}: unknown key (want "
+                        f"{', '.join(sorted(keys))})", DATAERR)
+
+
+def _string(table, key, path, at=""):
+    value = table.get(key)
+    if not isinstance(value, str) or not value.strip():
+        what = "missing" if value is None else "must be a non-empty string"
+        raise OrchError(f"{path}: {at}{key}: {what}", DATAERR)
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise OrchError(f"{path}: {at}{key}: holds a control character", DATAERR)
+    return value
+
+
+def _tables(data, key, path):
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise OrchError(f"{path}: {key}: must be an array of tables ([[{key}]])", DATAERR)
+    return value
+
+
+# --- checks against the machine ------------------------------------------------------
+
+def check(team):
+    """What a step would find wrong before anything is made: the repository, its
+    base, the branch names, the commands.  Returns the repository (git.Repo)."""
+    repo = git.repo(team.repo)
+    if repo.bare:
+        raise OrchError(f"{team.repo} is a bare repository: name a worktree of it", DATAERR)
+    if not _commit(repo.top, team.base):
+        raise OrchError(f"base {team.base!r} is not a commit in {team.repo}", DATAERR)
+    for a in team.agents:
+        try:
+            git.out(repo.top, "check-ref-format", "--branch", a.branch)
+        except git.GitError:
+            raise OrchError(f"agent {a.name}: git refuses the branch name {a.branch!r}",
+                            DATAERR) from None
+    for who, command in [(ORCHESTRATOR, team.orchestrator)] + [(a.name, a.command)
+                                                                for a in team.agents]:
+        word = _program(command) if command else None
+        if word and not paths.which(word):
+            raise OrchError(f"{who}: command not found: {word}", UNAVAILABLE)
+    return repo
+
+
+def _program(command):
+    """The program a shell command line starts (its first word after assignments)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None  # the shell will say what is wrong with it
+    words = [w for w in words if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", w)]
+    return words[0] if words and not set(words[0]) & set("$`(){}<>|&;") else None
+
+
+def _commit(cwd, name):
+    try:
+        return git.out(cwd, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
+    except git.GitError:
+        return None
+
+
+def _worktree_on(repo, path):
+    for wt in git.worktrees(repo.top):
+        if os.path.realpath(wt.path) == os.path.realpath(path):
+            return wt
+    return None
+
+
+def running(conn, file=None, session=None):
+    """The running teams (of FILE, or SESSION) as their records (dicts)."""
+    rows = conn.execute("SELECT * FROM teams WHERE status = 'up' ORDER BY created").fetchall()
+    servers, out = {}, []
+    for row in rows:
+        if file is not None and row["file"] != file or session not in (None, row["session"]):
+            continue
+        if row["server"] not in servers:
+            servers[row["server"]] = orchestrations.sessions_on(row["server"]) or set()
+        if row["session"] in servers[row["server"]]:
+            out.append(dict(row, plan=json.loads(row["plan"])))
+    return out
+
+
+# --- up ------------------------------------------------------------------------
+
+def plan_text(team):
+    """What `up` would do, one step a line (--dry-run)."""
+    slug = orchestrations.slug(team.project)
+    lines = [f"lock orch-team.{slug}", f"orchestration {team.project!r}: session "
+             f"{slug}-XXXXXXXX"]
+    for a in team.agents:
+        lines.append(f"worktree {a.worktree} on {a.branch} (from {team.base} unless it exists)")
+    lines.append(f"window {ORCHESTRATOR} in {team.repo}: {team.orchestrator or '(shell)'}")
+    lines += [f"window {a.name} in {a.worktree}: {a.command}" for a in team.agents]
+    lines.append(f"orch-sync install {team.repo}")
+    lines += [f"orch-sync map {a.worktree} SESSION:{a.name}" for a in team.agents]
+    lines += [f"orch-sched add SESSION:{c['target']} "
+              + " ".join(f"--{k} {c[k]}" for k in ("every", "in", "at") if k in c)
+              + f" {c['note']!r}" for c in team.checkins]
+    return "\n".join(lines) + "\n"
+
+
+def up(conn, team, server):
+    """Bring TEAM up on tmux SERVER; return (its record as a dict, created now)."""
+    with locks.held(f"orch-team.{orchestrations.slug(team.project)}"):
+        found = running(conn, file=team.file)
+        if found:
+            return found[0], False
+        repo = check(team)
+        undo = []
+        try:
+            return _up(conn, team, server, repo, undo), True
+        except BaseException:
+            for step in reversed(undo):
+                try:
+                    step()
+                except Exception as e:  # noqa: BLE001 - undo the rest, and say what is left
+                    print(f"orch-team: warning: could not undo a step: {e}", file=sys.stderr)
+            raise
+
+
+def _up(conn, team, server, repo, undo):
+    from .sync import hooks, predict, repos
+    o = orchestrations.create(conn, team.project, server)
+    session = o["session"]
+    undo.append(lambda: orchestrations.discard(conn, session))
+    plan = {"session": session, "project": team.project, "file": team.file,
+            "repo": repo.top, "base": team.base, "server": server, "agents": [],
+            "checkins": [], "hooks_installed": False}
+    with store.tx(conn):
+        conn.execute("INSERT INTO teams (session, file, project, server, status, plan, created) "
+                     "VALUES (?, ?, ?, ?, 'starting', ?, ?)", (session, team.file, team.project,
+                                                               server, json.dumps(plan),
+                                                               clock.now()))
+    undo.append(lambda: _forget(conn, session))
+    in_use = {a["worktree"] for t in running(conn) for a in t["plan"]["agents"]}
+    for a in team.agents:
+        plan["agents"].append(_worktree(repo, team, a, in_use, undo))
+    _tmux(server, "new-session", "-d", "-s", session, "-n", ORCHESTRATOR, "-x", str(WIDTH),
+          "-y", str(HEIGHT), "-c", repo.top, *([team.orchestrator] if team.orchestrator else []),
+          ";", "set-option", "-w", "remain-on-exit", "on")
+    undo.append(lambda: _kill_session(server, session))
+    for a, made in zip(team.agents, plan["agents"], strict=True):
+        made["window"] = _tmux(server, "new-window", "-d", "-P", "-F", "#{window_id}", "-t",
+                               f"={session}:", "-n", a.name, "-c", a.worktree, a.command, ";",
+                               "set-option", "-w", "-t", f"={session}:{a.name}",
+                               "remain-on-exit", "on").decode().strip()
+    if not any(r.common_dir == repo.common_dir for r in repos.installed(conn)):
+        hooks.install(conn, repo)
+        plan["hooks_installed"] = True
+        undo.append(lambda: hooks.uninstall(conn, repo))
+    for made in plan["agents"]:
+        predict.map_target(conn, made["worktree"], f"{session}:{made['name']}", server)
+        undo.append(lambda path=made["worktree"]: predict.unmap_target(conn, path))
+    now = clock.now()
+    account = os.environ.get("ORCH_ACCOUNT") or "default"
+    items = [tasks.item(dict(c, target=f"{session}:{c['target']}",
+                             key=f"{session}:{c.get('key') or i}"), server, now, account)
+             for i, c in enumerate(team.checkins)]
+    plan["checkins"] = tasks.add_many(conn, items) if items else []
+    undo.append(lambda: tasks.cancel(conn, plan["checkins"]))
+    with store.tx(conn):
+        conn.execute("UPDATE teams SET status = 'up', plan = ? WHERE session = ?",
+                     (json.dumps(plan), session))
+    return running(conn, session=session)[0]
+
+
+def _worktree(repo, team, agent, in_use, undo):
+    """The agent's worktree: one there already on its branch and no running team's
+    is reused; otherwise it is made (and its branch, if new) from the base."""
+    made = {"name": agent.name, "branch": agent.branch, "worktree": agent.worktree,
+            "created": False, "branch_created": False}
+    if os.path.lexists(agent.worktree):
+        wt = _worktree_on(repo, agent.worktree)
+        if wt is None or wt.branch != agent.branch:
+            raise OrchError(f"agent {agent.name}: {agent.worktree} exists and is not a "
+                            f"worktree of {repo.top} on {agent.branch}: move it away or name "
+                            "another branch", CANTCREAT)
+        if os.path.realpath(agent.worktree) in in_use or agent.worktree in in_use:
+            raise OrchError(f"agent {agent.name}: {agent.worktree} is used by a running team",
+                            CANTCREAT)
+        return made
+    new_branch = _commit(repo.top, f"refs/heads/{agent.branch}") is None
+    args = (["-b", agent.branch, agent.worktree, team.base] if new_branch
+            else [agent.worktree, agent.branch])
+    try:
+        git.run(repo.top, "worktree", "add", "--quiet", *args)
+    except git.GitError as e:
+        raise OrchError(f"agent {agent.name}: cannot make its worktree: {e}", CANTCREAT) from None
+    made.update(created=True, branch_created=new_branch)
+
+    def remove():  # made a moment ago by this up: nothing of anyone's is in it
+        git.run(repo.top, "worktree", "remove", "--force", agent.worktree)
+        if new_branch:
+            git.run(repo.top, "branch", "-D", agent.branch)
+    undo.append(remove)
+    return made
+
+
+def _tmux(server, *args):
+    try:
+        return tmux.run(server, *args)
+    except tmux.Missing as e:
+        raise OrchError(f"tmux: {e}", UNAVAILABLE) from None
+
+
+def _kill_session(server, session):
+    try:
+        tmux.run(server, "kill-session", "-t", f"={session}")
+    except tmux.Missing:
+        pass  # gone already
+
+
+def _forget(conn, session):
+    with store.tx(conn):
+        conn.execute("DELETE FROM teams WHERE session = ?", (session,))
+
+
+# --- down ------------------------------------------------------------------------
+
+def down(conn, session, keep_worktrees=False):
+    """Take the team of SESSION down; return [(worktree, why it was kept)]."""
+    from .sync import predict
+    row = conn.execute("SELECT * FROM teams WHERE session = ? AND status != 'down'",
+                       (session,)).fetchone()
+    if row is None:
+        raise OrchError(f"no team {session!r} (orch-team ls lists them)", NO)
+    plan = json.loads(row["plan"])
+    tasks.cancel(conn, plan["checkins"])
+    for a in plan["agents"]:
+        predict.unmap_target(conn, a["worktree"])
+    _kill_session(row["server"], session)
+    orchestrations.end(conn, session)
+    kept = []
+    for a in plan["agents"]:
+        why = _keep(plan, a)
+        if why:
+            kept.append((a["worktree"], why))
+        elif not keep_worktrees and a["created"]:
+            try:
+                git.run(plan["repo"], "worktree", "remove", a["worktree"])
+                if a["branch_created"]:
+                    git.run(plan["repo"], "branch", "-d", a["branch"])
+            except git.GitError as e:  # git's own refusal: the worktree stays, and why
+                kept.append((a["worktree"], str(e)))
+    with store.tx(conn):
+        conn.execute("UPDATE teams SET status = 'down', ended = ? WHERE session = ?",
+                     (clock.now(), session))
+    return kept
+
+
+def _keep(plan, agent):
+    """Why AGENT's worktree must stay, or None: uncommitted changes, commits not on
+    the base, or it was there before the team."""
+    path = agent["worktree"]
+    if not os.path.isdir(path):
+        return None if not agent["created"] else "gone already"
+    if git.dirty(path):
+        return "uncommitted changes"
+    ahead = git.out(path, "rev-list", "--count", f"{plan['base']}..HEAD")
+    if ahead != "0":
+        return f"{ahead} commit{'s' if ahead != '1' else ''} not on {plan['base']}"
+    if not agent["created"]:
+        return "it was there before the team"
+    return None
+
+
+# --- ls ----------------------------------------------------------------------------
+
+def listing(conn):
+    """Every running team with its agents' windows: [(record, [agent dicts])], each
+    agent with 'alive' (its window's program still runs: True/False/None)."""
+    out = []
+    panes = {}
+    for t in running(conn):
+        server = t["server"]
+        if server not in panes:
+            try:
+                rows = tmux.run(server, "list-panes", "-a", "-F",
+                                "#{session_name}\t#{window_id}\t#{pane_dead}").decode()
+                panes[server] = {tuple(r.split("\t")[:2]): r.split("\t")[2] == "0"
+                                 for r in rows.splitlines()}
+            except tmux.Missing:
+                panes[server] = {}
+        agents = [dict(a, alive=panes[server].get((t["session"], a.get("window"))))
+                  for a in t["plan"]["agents"]]
+        out.append((t, agents))
+    return out
