@@ -60,6 +60,25 @@ def test_a_person_s_draft_is_never_appended_to(tmux, run):
     assert outcomes(run, task_id) == ["deferred", "delivered"]
 
 
+def test_a_note_put_back_is_never_overtaken_by_a_later_one(tmux, run):
+    # The first note meets a draft and waits; the second was never tried, so by its
+    # own time it could go first.  They go in the order they were due.
+    agent = tmux.agent("ord", "w", layout="claude")
+    tmux("send-keys", "-t", agent.target_exact(), "-l", "my draft")
+    agent.wait_screen("❯\u00a0my draft")
+    first = add(run, agent.target, "first note", t=T0)
+    second = add(run, "--in", "1s", agent.target, "second note", t=T0)
+    run_pass(run, T0 + 1)
+    assert outcomes(run, first) == ["deferred"] and outcomes(run, second) == []
+    tmux("send-keys", "-t", agent.target_exact(), "C-u")
+    wait_until(lambda: "my draft" not in agent.screen(), what="the draft cleared")
+    run_pass(run, T0 + 4)
+    expected = b"my draft\x15first note\rsecond note\r"
+    assert agent.wait_received(expected) == expected
+    assert (outcomes(run, first), outcomes(run, second)) == (["deferred", "delivered"],
+                                                             ["delivered"])
+
+
 def test_a_busy_agent_is_not_typed_into_until_it_is_idle(tmux, run):
     agent = tmux.agent("bsy", "w", layout="claude", mode="busy")
     task_id = add(run, agent.target, "next step", t=T0)

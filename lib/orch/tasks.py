@@ -514,7 +514,22 @@ def _finish(conn, task, outcome, detail, pane, now):
     conn.execute("UPDATE tasks SET status = 'pending', attempts = ?, not_before = ?, "
                  "lease_until = NULL, reason = ?, updated = ? WHERE id = ?",
                  (tries, now + delay, detail, now, task["id"]))
+    _keep_place(conn, current, now + delay)
     return "pending"
+
+
+def _keep_place(conn, task, until):
+    """TASK waits until UNTIL (deferred, held, retried): the check-ins of its target
+    that were due after it wait as long, just behind it in the order they were due,
+    so that a pane's notes go in in order and a note put back is never overtaken
+    by a later one.  (An index range over the target's check-ins due by UNTIL;
+    each gets a microsecond per second it was due after TASK, at most one second,
+    so that the claim's (not_before, id) order stays their due order.)"""
+    conn.execute("UPDATE tasks SET not_before = ? + MIN(due - ?, 1e6) * 1e-6 WHERE "
+                 "target = ? AND server = ? AND status = 'pending' AND not_before < ? AND "
+                 "id != ? AND (due > ? OR (due = ? AND id > ?))",
+                 (until, task["due"], task["target"], task["server"], until, task["id"],
+                  task["due"], task["due"], task["id"]))
 
 
 def _give_up(conn, task, now, pane, reason, whole_task=False):
@@ -548,6 +563,8 @@ def hold(conn, task, until, detail, pane=None, now=None):
                            "status = 'running' AND lease_until = ?",
                            (until, detail, now, task["id"], task["lease_until"]))
         _log(conn, task, now, pane, "held" if cur.rowcount else "held (claim lost)", detail)
+        if cur.rowcount:
+            _keep_place(conn, task, until)
 
 
 def release(conn, task, detail, pane=None, now=None):
@@ -586,6 +603,7 @@ def defer(conn, task, state, detail, pane=None, now=None):
                      "reason = ?, deferred = ?, deferred_since = ?, picked = (attempts > 0), "
                      "updated = ? WHERE id = ?",
                      (until, detail, state, since, now, task["id"]))
+        _keep_place(conn, task, until)
         if row["deferred"] != state:
             _log(conn, task, now, pane, "deferred", detail)
     return until
