@@ -304,3 +304,44 @@ def test_ls_shows_an_agent_whose_program_ended_and_up_json_says_what_was_made(tm
     wait_until(lambda: states() == {"done": "exited", "alive": "running"},
                what="the ended agent shown as exited")
     assert sessions(tmux) == [made["session"]]  # its window stays, for a person to read
+
+
+def test_an_up_killed_half_way_is_cleared_by_the_next_up(tmp_path, tmux, run):
+    import signal
+    repo = Repo(tmp_path / "repo")
+    path = team_file(tmp_path, agents=tuple(f"a{i}" for i in range(8)), checkins=False)
+
+    def status():
+        conn = store.connect()
+        try:
+            return [tuple(r) for r in conn.execute("SELECT session, status FROM teams")]
+        finally:
+            conn.close()
+
+    for _ in range(5):  # until the kill lands after the session, before the end
+        proc = subprocess.Popen(["orch-team", "up", path], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        wait_until(lambda: sessions(tmux) or proc.poll() is not None, interval=0.002,
+                   what="the session")
+        os.kill(proc.pid, signal.SIGSTOP)
+        found = status()
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if found and found[0][1] == "starting":
+            dead = found[0][0]
+            break
+        for session, _ in found:
+            assert run("orch-team", "down", session).returncode == 0
+    else:
+        pytest.fail("no kill landed half way in 5 tries")
+    r = run("orch-team", "up", path)
+    assert r.returncode == 0, r.stderr
+    session = r.stdout.strip()
+    assert session != dead and sessions(tmux) == [session]
+    assert status() == [(session, "up")]
+    assert [o["session"] for o in orchestrations(run)] == [session]
+    assert len(worktrees(repo)) == 9
+    down = run("orch-team", "down", session)
+    assert (down.returncode, down.stderr) == (0, "")
+    assert list(worktrees(repo)) == [repo.main]  # the died up's worktrees were the team's
+    assert git(repo.main, "branch", "--format=%(refname:short)").split() == ["main"]

@@ -256,6 +256,14 @@ def next_per_target(conn):
     return [(row, row["live"]) for row in rows]
 
 
+def keyed(conn, prefix):
+    """The ids of the live check-ins whose key starts with PREFIX (a range of the
+    key index)."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    return [r[0] for r in conn.execute("SELECT id FROM tasks WHERE key >= ? AND key < ? AND "
+                                       "status IN ('pending', 'running')", (prefix, end))]
+
+
 def live_per_target(conn):
     """How many live check-ins each (target, server) has: [(target, server, n)],
     from the counts the triggers of migration 9 keep (the status line's count)."""

@@ -225,9 +225,10 @@ def up(conn, team, server):
         if found:
             return found[0], False
         repo = check(team)
+        inherited = _clear_died(conn, team.file)
         undo = []
         try:
-            return _up(conn, team, server, repo, undo), True
+            return _up(conn, team, server, repo, undo, inherited), True
         except BaseException:
             for step in reversed(undo):
                 try:
@@ -237,7 +238,27 @@ def up(conn, team, server):
             raise
 
 
-def _up(conn, team, server, repo, undo):
+def _clear_died(conn, file):
+    """An up of FILE whose record is still 'starting' while we hold the lock died
+    half way (killed, a power loss): take down what its plan says it made, keeping
+    its worktrees for this up to reuse.  Returns {worktree: what it made there}."""
+    from .sync import predict
+    inherited = {}
+    for row in conn.execute("SELECT * FROM teams WHERE file = ? AND status = 'starting'",
+                            (file,)).fetchall():
+        plan = json.loads(row["plan"])
+        tasks.cancel(conn, tasks.keyed(conn, f"{row['session']}:"))
+        for a in plan["agents"]:
+            predict.unmap_target(conn, a["worktree"])
+            if a["created"]:
+                inherited[a["worktree"]] = a
+        _kill_session(row["server"], row["session"])
+        orchestrations.discard(conn, row["session"])
+        _forget(conn, row["session"])
+    return inherited
+
+
+def _up(conn, team, server, repo, undo, inherited):
     from .sync import hooks, predict, repos
     o = orchestrations.create(conn, team.project, server)
     session = o["session"]
@@ -251,9 +272,16 @@ def _up(conn, team, server, repo, undo):
                                                                server, json.dumps(plan),
                                                                clock.now()))
     undo.append(lambda: _forget(conn, session))
+
+    def save():  # after each step: what a died up made is known to the next (_clear_died)
+        with store.tx(conn):
+            conn.execute("UPDATE teams SET plan = ? WHERE session = ?",
+                         (json.dumps(plan), session))
+
     in_use = {a["worktree"] for t in running(conn) for a in t["plan"]["agents"]}
     for a in team.agents:
-        plan["agents"].append(_worktree(repo, team, a, in_use, undo))
+        plan["agents"].append(_worktree(repo, team, a, in_use, undo, inherited))
+        save()
     _tmux(server, "new-session", "-d", "-s", session, "-n", ORCHESTRATOR, "-x", str(WIDTH),
           "-y", str(HEIGHT), "-c", repo.top, *([team.orchestrator] if team.orchestrator else []),
           ";", "set-option", "-w", "remain-on-exit", "on")
@@ -263,10 +291,12 @@ def _up(conn, team, server, repo, undo):
                                f"={session}:", "-n", a.name, "-c", a.worktree, a.command, ";",
                                "set-option", "-w", "-t", f"={session}:{a.name}",
                                "remain-on-exit", "on").decode().strip()
+    save()
     if not any(r.common_dir == repo.common_dir for r in repos.installed(conn)):
         hooks.install(conn, repo)
         plan["hooks_installed"] = True
         undo.append(lambda: hooks.uninstall(conn, repo))
+        save()
     for made in plan["agents"]:
         predict.map_target(conn, made["worktree"], f"{session}:{made['name']}", server)
         undo.append(lambda path=made["worktree"]: predict.unmap_target(conn, path))
@@ -283,9 +313,10 @@ def _up(conn, team, server, repo, undo):
     return running(conn, session=session)[0]
 
 
-def _worktree(repo, team, agent, in_use, undo):
+def _worktree(repo, team, agent, in_use, undo, inherited):
     """The agent's worktree: one there already on its branch and no running team's
-    is reused; otherwise it is made (and its branch, if new) from the base."""
+    is reused (still the team's if a died up of this file made it: INHERITED);
+    otherwise it is made (and its branch, if new) from the base."""
     made = {"name": agent.name, "branch": agent.branch, "worktree": agent.worktree,
             "created": False, "branch_created": False}
     if os.path.lexists(agent.worktree):
@@ -297,6 +328,9 @@ def _worktree(repo, team, agent, in_use, undo):
         if os.path.realpath(agent.worktree) in in_use or agent.worktree in in_use:
             raise OrchError(f"agent {agent.name}: {agent.worktree} is used by a running team",
                             CANTCREAT)
+        if agent.worktree in inherited:
+            made.update(created=True,
+                        branch_created=inherited[agent.worktree]["branch_created"])
         return made
     new_branch = _commit(repo.top, f"refs/heads/{agent.branch}") is None
     args = (["-b", agent.branch, agent.worktree, team.base] if new_branch
