@@ -38,6 +38,14 @@ def team_file(tmp_path, name="team.toml", project="myapp", agents=("backend", "f
     return str(path)
 
 
+def edit(path, old, new):
+    with open(path) as f:
+        text = f.read()
+    assert old in text
+    with open(path, "w") as f:
+        f.write(text.replace(old, new))
+
+
 def sessions(tmux):
     return sorted(tmux("list-sessions", "-F", "#{session_name}", check=False).split())
 
@@ -264,6 +272,15 @@ BAD = [
     ('project = "p"\nrepo = = "r"\n', "not TOML: "),
     ('project = "p"\nrepo = "r"\nbase = "main"\n[orchestrator]\nkommand = "sh"\n',
      "orchestrator.kommand: unknown key"),
+    ('project = "p"\nrepo = "r"\nbase = "main"\n[[agent]]\nname = "a"\ncommand = "sh"\n'
+     '[[checkin]]\ntarget = ["a"]\nnote = "hi"\n', "checkin[0].target: ['a'] is not a window"),
+    ('project = "p"\nrepo = "r"\nbase = "main"\n[[agent]]\nname = "a"\ncommand = "sh"\n'
+     '[[checkin]]\ntarget = "a"\nnote = "hi"\ncatch_up = "bogus"\n',
+     "checkin[0]: bad catch-up policy"),
+    ('project = "p"\nrepo = "r"\nbase = "main"\n[[agent]]\nname = "a"\ncommand = "sh"\n'
+     '[[checkin]]\ntarget = "a"\nnote = "one"\nkey = "k"\n'
+     '[[checkin]]\ntarget = "a"\nnote = "two"\nkey = "k"\n', "checkin[1].key: 'k' is taken"),
+    ('project = "p\\u009b31m"\nrepo = "r"\nbase = "main"\n', "project: holds a control"),
 ]
 
 
@@ -321,7 +338,7 @@ def test_an_up_killed_half_way_is_cleared_by_the_next_up(tmp_path, tmux, run):
     for _ in range(5):  # until the kill lands after the session, before the end
         proc = subprocess.Popen(["orch-team", "up", path], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        wait_until(lambda: sessions(tmux) or proc.poll() is not None, interval=0.002,
+        wait_until(lambda p=proc: sessions(tmux) or p.poll() is not None, interval=0.002,
                    what="the session")
         os.kill(proc.pid, signal.SIGSTOP)
         found = status()
@@ -345,3 +362,104 @@ def test_an_up_killed_half_way_is_cleared_by_the_next_up(tmp_path, tmux, run):
     assert (down.returncode, down.stderr) == (0, "")
     assert list(worktrees(repo)) == [repo.main]  # the died up's worktrees were the team's
     assert git(repo.main, "branch", "--format=%(refname:short)").split() == ["main"]
+
+
+def test_down_of_a_dead_team_leaves_the_worktrees_a_running_one_uses(tmp_path, tmux, run):
+    repo = Repo(tmp_path / "repo")
+    path = team_file(tmp_path, agents=("backend",), checkins=False)
+    old = run("orch-team", "up", path).stdout.strip()
+    back = str(tmp_path / "repo" / "myapp-backend")
+    tmux("kill-session", "-t", f"={old}")           # the team's session dies
+    new = run("orch-team", "up", path).stdout.strip()  # and is brought up again
+    assert new and new != old
+    r = run("orch-team", "down", old)
+    assert r.returncode == 0
+    assert r.stderr == f"orch-team: kept {back}: used by a running team\n"
+    assert back in worktrees(repo) and mapped() == {back: f"{new}:backend"}
+    assert sessions(tmux) == [new]
+
+
+def test_paths_and_commands_reach_tmux_as_written(tmp_path, tmux, run):
+    # tmux expands #{...} in a start directory, and takes a last ';' for its own.
+    root = tmp_path / "#{session_name}"
+    Repo(root / "repo")
+    path = team_file(root, agents=("semi",), checkins=False,
+                     commands={"semi": f"find . -maxdepth 0 -exec {sys.executable} {AGENT} "
+                                       f"{tmp_path}/semi.rec \\\\;"})
+    r = run("orch-team", "up", path)
+    assert r.returncode == 0, r.stderr
+    got = windows(tmux, r.stdout.strip())
+    assert got == {"orchestrator": str(root / "repo" / "main"),
+                   "semi": str(root / "repo" / "myapp-semi")}
+    wait_until(lambda: os.path.exists(tmp_path / "semi.rec"), what="the agent started")
+
+
+def test_a_worktree_git_cannot_make_leaves_no_branch(tmp_path, tmux, run):
+    Repo(tmp_path / "repo")
+    r = run("orch-team", "up", team_file(tmp_path, extra='worktrees = "/proc/orch-none"'))
+    assert r.returncode == 73 and "cannot make its worktree" in r.stderr
+    assert_nothing_left(tmp_path, tmux, run)
+
+
+def test_a_failed_up_puts_back_a_map_that_was_there(tmp_path, tmux, run):
+    repo = Repo(tmp_path / "repo")
+    back = str(tmp_path / "repo" / "myapp-backend")
+    git(repo.main, "worktree", "add", "-q", "-b", "myapp/backend", back)
+    assert run("orch-sync", "map", back, "keep:0").returncode == 0
+    # The second agent's branch is checked out already: up fails after the maps? No:
+    # at its worktree, after the first agent's worktree was reused.
+    path = team_file(tmp_path, agents=("backend", "two"), branches={"two": "main"})
+    assert run("orch-team", "up", path).returncode == 73
+    assert mapped() == {back: "keep:0"}
+
+
+def test_down_keeps_what_it_cannot_judge_and_work_not_on_the_base(tmp_path, tmux, run):
+    repo = Repo(tmp_path / "repo")
+    git(repo.main, "branch", "integ")
+    path = team_file(tmp_path, agents=("gone", "ahead"), checkins=False)
+    edit(path, 'base = "main"', 'base = "integ"')
+    session = run("orch-team", "up", path).stdout.strip()
+    ahead = str(tmp_path / "repo" / "myapp-ahead")
+    write(os.path.join(ahead, "f.txt"), "work\n")
+    git(ahead, "add", "f.txt")
+    git(ahead, "commit", "-q", "-m", "work")
+    git(repo.main, "branch", "-D", "integ")           # the base is gone
+    r = run("orch-team", "down", session)
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2 and all("cannot tell whether it holds work" in x for x in lines)
+    assert len(worktrees(repo)) == 3
+    assert run("orch-team", "down", session).returncode == 1  # down, once
+
+
+def test_a_base_named_relative_to_head_is_read_in_the_repository(tmp_path, tmux, run):
+    repo = Repo(tmp_path / "repo")
+    path = team_file(tmp_path, agents=("ahead",), checkins=False)
+    edit(path, 'base = "main"', 'base = "HEAD"')
+    session = run("orch-team", "up", path).stdout.strip()
+    ahead = str(tmp_path / "repo" / "myapp-ahead")
+    write(os.path.join(ahead, "f.txt"), "work\n")
+    git(ahead, "add", "f.txt")
+    git(ahead, "commit", "-q", "-m", "work")
+    r = run("orch-team", "down", session)
+    assert r.returncode == 0
+    assert r.stderr == f"orch-team: kept {ahead}: 1 commit not on HEAD\n"
+    assert ahead in worktrees(repo)
+
+
+def test_a_repository_named_by_a_subdirectory_gets_worktrees_beside_it(tmp_path, tmux, run):
+    Repo(tmp_path / "repo")
+    os.makedirs(tmp_path / "repo" / "main" / "sub")
+    path = team_file(tmp_path, agents=("x",), checkins=False)
+    edit(path, 'repo = "repo/main"', 'repo = "repo/main/sub"')
+    r = run("orch-team", "up", path)
+    assert r.returncode == 0, r.stderr
+    assert windows(tmux, r.stdout.strip())["x"] == str(tmp_path / "repo" / "myapp-x")
+
+
+def test_an_error_about_a_hostile_file_name_stays_one_clean_line(tmp_path, run):
+    path = tmp_path / "t\n\x1b[31mred.toml"
+    path.write_text("project = 1\n")
+    r = run("orch-team", "up", str(path))
+    assert r.returncode == 65
+    assert len(r.stderr.splitlines()) == 1 and "\x1b" not in r.stderr

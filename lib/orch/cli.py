@@ -12,7 +12,7 @@ import sys
 
 from . import errors
 from .errors import OrchError
-from .text import porcelain_field, table_lines
+from .text import porcelain_field, table_lines, visible
 
 PLACEHOLDER = "\x00free"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file size limit; all are 74
@@ -113,7 +113,9 @@ def main(prog, body, argv):
     except OrchError as e:
         message = str(e)
         first, _, rest = message.partition("\n")
-        print(f"{prog}: error: {first}", file=sys.stderr)
+        # (A path or a name in it came from outside: no control character reaches
+        # the terminal, and the message stays one line.)
+        print(f"{prog}: error: {visible(first)}", file=sys.stderr)
         if rest:  # only usage errors carry more: the usage text itself
             print(rest, file=sys.stderr)
         return e.status
@@ -145,7 +147,8 @@ def _bug(prog, e):
     while tb.tb_next:
         tb = tb.tb_next
     where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
-    print(f"{prog}: internal error: {type(e).__name__}: {e} (at {where})", file=sys.stderr)
+    print(f"{prog}: internal error: {type(e).__name__}: {visible(str(e))} (at {where})",
+          file=sys.stderr)
     return errors.SOFTWARE
 
 

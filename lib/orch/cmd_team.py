@@ -43,6 +43,12 @@ def _record_json(t, agents=None):
 
 
 def cmd_up(args):
+    import signal
+
+    def stop(signum, frame):  # undo what this up made, as for Ctrl-C, then exit 128+N
+        raise SystemExit(128 + signum)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
     t = team.load(args["TEAMFILE"])
     if args["--dry-run"]:
         team.check(t)

@@ -116,9 +116,10 @@ ITEM_KEYS = {"target", "note", "in", "at", "every", "key", "account", "catch_up"
              "retries"}
 
 
-def item(obj, server, now, account):
+def item(obj, server, now, account, check=False):
     """A check-in given as a mapping (a line of `add --batch`, a team file's
-    [[checkin]]) as add_many's item: the same checks as add's options."""
+    [[checkin]]) as add_many's item: the same checks as add's options (CHECK:
+    and those add_many makes when it stores it, now)."""
     from . import tmux
     unknown = set(obj) - ITEM_KEYS
     if unknown:
@@ -148,10 +149,13 @@ def item(obj, server, now, account):
     for name in ("key", "account", "catch_up"):
         if name in obj and not isinstance(obj[name], str):
             raise OrchError(f"{name} must be a string")
-    return dict(target=tmux.check_target(obj["target"]), server=server,
-                note=check_note(obj["note"]), due=due, every_s=every, key=obj.get("key"),
-                account=obj.get("account", account), catch_up=obj.get("catch_up", "once"),
-                grace_s=grace, retries=int(retries))
+    found = dict(target=tmux.check_target(obj["target"]), server=server,
+                 note=check_note(obj["note"]), due=due, every_s=every, key=obj.get("key"),
+                 account=obj.get("account", account), catch_up=obj.get("catch_up", "once"),
+                 grace_s=grace, retries=int(retries))
+    if check:
+        _fields(now=now, **found)
+    return found
 
 
 def add_many(conn, items):

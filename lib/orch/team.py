@@ -24,7 +24,7 @@ import re
 import shlex
 import sys
 
-from . import clock, git, locks, orchestrations, paths, store, tasks, tmux
+from . import clock, git, locks, orchestrations, paths, store, tasks, text, tmux
 from .errors import CANTCREAT, DATAERR, NO, NOINPUT, UNAVAILABLE, OrchError
 
 ORCHESTRATOR = "orchestrator"
@@ -33,6 +33,11 @@ AGENT_KEYS = {"name", "command", "branch"}
 ORCHESTRATOR_KEYS = {"command"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,39}")
 WIDTH, HEIGHT = 200, 50  # the windows' size until a client attaches
+MAX_FILE = 1 << 20
+# Words a shell runs itself: a command line starting with one is not looked up on PATH.
+SHELL_WORDS = {".", ":", "[", "!", "{", "(", "builtin", "case", "cd", "command", "eval", "exec",
+               "export", "for", "if", "nohup", "set", "source", "test", "time", "trap", "ulimit",
+               "umask", "unset", "until", "while"}
 
 
 class Agent:
@@ -43,8 +48,9 @@ class Agent:
 class Team:
     """A team file, read and checked: nothing in it is looked up outside it yet."""
 
-    def __init__(self, file, project, repo, base, orchestrator, agents, checkins):
+    def __init__(self, file, project, repo, base, worktrees, orchestrator, agents, checkins):
         self.file, self.project, self.repo, self.base = file, project, repo, base
+        self.worktrees = worktrees
         self.orchestrator, self.agents, self.checkins = orchestrator, agents, checkins
 
 
@@ -53,13 +59,22 @@ class Team:
 def load(path):
     """Read and check the team file at PATH -> Team.  A bad file is OrchError(65)
     naming the key (and TOML's line, where the parser gives one)."""
+    import stat
     import tomllib
     file = os.path.realpath(path)
+    path = text.visible(path)  # it is in every message: one clean line whatever its name
     try:
-        with open(file, "rb") as f:
-            data = tomllib.load(f)
+        with open(file, "rb", buffering=0) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise OrchError(f"cannot read the team file {path}: not a regular file",
+                                NOINPUT)
+            raw = f.read(MAX_FILE + 1)
     except OSError as e:
         raise OrchError(f"cannot read the team file {path}: {e.strerror}", NOINPUT) from None
+    if len(raw) > MAX_FILE:
+        raise OrchError(f"{path}: larger than {MAX_FILE // 1024} KiB: not a team file", DATAERR)
+    try:
+        data = tomllib.loads(raw.decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise OrchError(f"{path}: not TOML: {e}", DATAERR) from None
     where = os.path.dirname(file)
@@ -68,8 +83,7 @@ def load(path):
     base_slug = orchestrations.slug(project)
     repo = os.path.normpath(os.path.join(where, os.path.expanduser(_string(data, "repo", path))))
     base = _string(data, "base", path)
-    worktrees = data.get("worktrees")
-    worktrees = (os.path.dirname(repo) if worktrees is None else
+    worktrees = (None if data.get("worktrees") is None else  # None: the repository's parent
                  os.path.normpath(os.path.join(where, os.path.expanduser(
                      _string(data, "worktrees", path)))))
     orch = data.get(ORCHESTRATOR, {})
@@ -92,25 +106,30 @@ def load(path):
         names.add(name)
         branch = _string(a, "branch", path, at) if "branch" in a else f"{base_slug}/{name}"
         agents.append(Agent(name, _string(a, "command", path, at), branch,
-                            os.path.join(worktrees, f"{base_slug}-{name}")))
+                            f"{base_slug}-{name}"))
     if not agents:
         raise OrchError(f"{path}: agent: a team needs at least one [[agent]]", DATAERR)
-    checkins = []
+    checkins, keys = [], set()
     for i, c in enumerate(_tables(data, "checkin", path)):
         at = f"checkin[{i}]."
         window = c.get("target")
-        if window not in names:
+        if not isinstance(window, str) or window not in names:
             raise OrchError(f"{path}: {at}target: {window!r} is not a window of this team "
                             f"(want one of {', '.join(sorted(names))})", DATAERR)
-        try:
-            tasks.item(dict(c, target=f"{base_slug}-00000000:{window}"), "", clock.now(),
-                       "default")
+        key = c.get("key") if isinstance(c.get("key"), str) else f"#{i}"
+        if key in keys:
+            raise OrchError(f"{path}: {at}key: {key!r} is taken by another check-in", DATAERR)
+        keys.add(key)
+        try:  # as up will store it: the session is as long as a real one
+            tasks.item(dict(c, target=f"{base_slug}-00000000:{window}",
+                            key=f"{base_slug}-00000000:{key}"), "", clock.now(), "default",
+                       check=True)
         except OrchError as e:
             raise OrchError(f"{path}: checkin[{i}]: {e}", DATAERR) from None
         if "every" in c and not ("in" in c or "at" in c):
             c = dict(c, **{"in": c["every"]})  # the first one period after the team starts
         checkins.append(c)
-    return Team(file, project, repo, base, orchestrator, agents, checkins)
+    return Team(file, project, repo, base, worktrees, orchestrator, agents, checkins)
 
 
 def _known(table, keys, path, at):
@@ -125,7 +144,7 @@ def _string(table, key, path, at=""):
     if not isinstance(value, str) or not value.strip():
         what = "missing" if value is None else "must be a non-empty string"
         raise OrchError(f"{path}: {at}{key}: {what}", DATAERR)
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in value):
         raise OrchError(f"{path}: {at}{key}: holds a control character", DATAERR)
     return value
 
@@ -145,6 +164,9 @@ def check(team):
     repo = git.repo(team.repo)
     if repo.bare:
         raise OrchError(f"{team.repo} is a bare repository: name a worktree of it", DATAERR)
+    where = team.worktrees or os.path.dirname(repo.top)
+    for a in team.agents:  # (check may run twice: the name is the last part either way)
+        a.worktree = os.path.join(where, os.path.basename(a.worktree))
     if not _commit(repo.top, team.base):
         raise OrchError(f"base {team.base!r} is not a commit in {team.repo}", DATAERR)
     for a in team.agents:
@@ -168,7 +190,9 @@ def _program(command):
     except ValueError:
         return None  # the shell will say what is wrong with it
     words = [w for w in words if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", w)]
-    return words[0] if words and not set(words[0]) & set("$`(){}<>|&;") else None
+    if not words or not words[0] or words[0] in SHELL_WORDS:
+        return None  # the shell will say what is wrong with it, or run it
+    return words[0] if not set(words[0]) & set("$`(){}<>|&;") else None
 
 
 def _commit(cwd, name):
@@ -278,19 +302,19 @@ def _up(conn, team, server, repo, undo, inherited):
             conn.execute("UPDATE teams SET plan = ? WHERE session = ?",
                          (json.dumps(plan), session))
 
-    in_use = {a["worktree"] for t in running(conn) for a in t["plan"]["agents"]}
+    in_use = _in_use(conn)
     for a in team.agents:
-        plan["agents"].append(_worktree(repo, team, a, in_use, undo, inherited))
-        save()
+        _worktree(repo, team, a, in_use, undo, inherited, plan["agents"], save)
     _tmux(server, "new-session", "-d", "-s", session, "-n", ORCHESTRATOR, "-x", str(WIDTH),
-          "-y", str(HEIGHT), "-c", repo.top, *([team.orchestrator] if team.orchestrator else []),
+          "-y", str(HEIGHT), "-c", _literal(repo.top),
+          *(["--", _command(team.orchestrator)] if team.orchestrator else []),
           ";", "set-option", "-w", "remain-on-exit", "on")
     undo.append(lambda: _kill_session(server, session))
     for a, made in zip(team.agents, plan["agents"], strict=True):
         made["window"] = _tmux(server, "new-window", "-d", "-P", "-F", "#{window_id}", "-t",
-                               f"={session}:", "-n", a.name, "-c", a.worktree, a.command, ";",
-                               "set-option", "-w", "-t", f"={session}:{a.name}",
-                               "remain-on-exit", "on").decode().strip()
+                               f"={session}:", "-n", a.name, "-c", _literal(a.worktree), "--",
+                               _command(a.command), ";", "set-option", "-w", "-t",
+                               f"={session}:{a.name}", "remain-on-exit", "on").decode().strip()
     save()
     if not any(r.common_dir == repo.common_dir for r in repos.installed(conn)):
         hooks.install(conn, repo)
@@ -298,12 +322,16 @@ def _up(conn, team, server, repo, undo, inherited):
         undo.append(lambda: hooks.uninstall(conn, repo))
         save()
     for made in plan["agents"]:
+        before = predict.target_of(conn, made["worktree"])
         predict.map_target(conn, made["worktree"], f"{session}:{made['name']}", server)
-        undo.append(lambda path=made["worktree"]: predict.unmap_target(conn, path))
+        undo.append(lambda path=made["worktree"], before=before: (
+            predict.map_target(conn, path, *before) if before
+            else predict.unmap_target(conn, path)))
     now = clock.now()
     account = os.environ.get("ORCH_ACCOUNT") or "default"
     items = [tasks.item(dict(c, target=f"{session}:{c['target']}",
-                             key=f"{session}:{c.get('key') or i}"), server, now, account)
+                             key=f"{session}:{c.get('key') or f'#{i}'}"), server, now,
+                        account)
              for i, c in enumerate(team.checkins)]
     plan["checkins"] = tasks.add_many(conn, items) if items else []
     undo.append(lambda: tasks.cancel(conn, plan["checkins"]))
@@ -313,40 +341,62 @@ def _up(conn, team, server, repo, undo, inherited):
     return running(conn, session=session)[0]
 
 
-def _worktree(repo, team, agent, in_use, undo, inherited):
-    """The agent's worktree: one there already on its branch and no running team's
-    is reused (still the team's if a died up of this file made it: INHERITED);
-    otherwise it is made (and its branch, if new) from the base."""
+def _worktree(repo, team, agent, in_use, undo, inherited, made_list, save):
+    """The agent's worktree, added to MADE_LIST: one there already on its branch and
+    no running team's is reused (still the team's if a died up of this file made
+    it: INHERITED); otherwise it is made (and its branch, if new) from the base,
+    written down (SAVE) before git starts, so that a kill cannot hide it."""
     made = {"name": agent.name, "branch": agent.branch, "worktree": agent.worktree,
             "created": False, "branch_created": False}
+    made_list.append(made)
     if os.path.lexists(agent.worktree):
         wt = _worktree_on(repo, agent.worktree)
         if wt is None or wt.branch != agent.branch:
             raise OrchError(f"agent {agent.name}: {agent.worktree} exists and is not a "
                             f"worktree of {repo.top} on {agent.branch}: move it away or name "
                             "another branch", CANTCREAT)
-        if os.path.realpath(agent.worktree) in in_use or agent.worktree in in_use:
+        if os.path.realpath(agent.worktree) in in_use:
             raise OrchError(f"agent {agent.name}: {agent.worktree} is used by a running team",
                             CANTCREAT)
         if agent.worktree in inherited:
             made.update(created=True,
                         branch_created=inherited[agent.worktree]["branch_created"])
-        return made
+        save()
+        return
     new_branch = _commit(repo.top, f"refs/heads/{agent.branch}") is None
+    made.update(created=True, branch_created=new_branch)
+    save()
+
+    def remove():  # made a moment ago by this up: nothing of anyone's is in it
+        if os.path.lexists(agent.worktree):
+            git.run(repo.top, "worktree", "remove", "--force", agent.worktree)
+        git.run(repo.top, "worktree", "prune")
+        if new_branch and _commit(repo.top, f"refs/heads/{agent.branch}"):
+            git.run(repo.top, "branch", "-D", agent.branch)
+    undo.append(remove)  # (before git runs: a half made worktree or branch goes too)
     args = (["-b", agent.branch, agent.worktree, team.base] if new_branch
             else [agent.worktree, agent.branch])
     try:
         git.run(repo.top, "worktree", "add", "--quiet", *args)
     except git.GitError as e:
         raise OrchError(f"agent {agent.name}: cannot make its worktree: {e}", CANTCREAT) from None
-    made.update(created=True, branch_created=new_branch)
 
-    def remove():  # made a moment ago by this up: nothing of anyone's is in it
-        git.run(repo.top, "worktree", "remove", "--force", agent.worktree)
-        if new_branch:
-            git.run(repo.top, "branch", "-D", agent.branch)
-    undo.append(remove)
-    return made
+
+def _in_use(conn, but=None):
+    """The worktrees of the running teams (but the one of session BUT)."""
+    return {os.path.realpath(a["worktree"]) for t in running(conn) if t["session"] != but
+            for a in t["plan"]["agents"]}
+
+
+def _literal(path):
+    """PATH as tmux's -c takes it: tmux expands #{...} formats there, and ## is one #."""
+    return path.replace("#", "##")
+
+
+def _command(command):
+    """COMMAND as one tmux argument: one that ends in ';' would be read as tmux's
+    command separator, so it gets a space after it."""
+    return command + " " if command.endswith(";") else command
 
 
 def _tmux(server, *args):
@@ -378,23 +428,33 @@ def down(conn, session, keep_worktrees=False):
     if row is None:
         raise OrchError(f"no team {session!r} (orch-team ls lists them)", NO)
     plan = json.loads(row["plan"])
-    tasks.cancel(conn, plan["checkins"])
+    tasks.cancel(conn, plan["checkins"] + tasks.keyed(conn, f"{session}:"))
+    others = _in_use(conn, but=session)  # a later team of this file may use them now
     for a in plan["agents"]:
-        predict.unmap_target(conn, a["worktree"])
+        if os.path.realpath(a["worktree"]) not in others:
+            predict.unmap_target(conn, a["worktree"])
     _kill_session(row["server"], session)
     orchestrations.end(conn, session)
     kept = []
     for a in plan["agents"]:
-        why = _keep(plan, a)
+        path = a["worktree"]
+        why = ("used by a running team" if os.path.realpath(path) in others
+               else _keep(plan, a) or ("--keep-worktrees" if keep_worktrees and a["created"]
+                                       and os.path.isdir(path) else None))
         if why:
-            kept.append((a["worktree"], why))
-        elif not keep_worktrees and a["created"]:
-            try:
-                git.run(plan["repo"], "worktree", "remove", a["worktree"])
-                if a["branch_created"]:
-                    git.run(plan["repo"], "branch", "-d", a["branch"])
+            kept.append((path, why))
+        elif a["created"]:
+            try:  # (one deleted by hand leaves git a record to prune)
+                git.run(plan["repo"], "worktree", *(["remove", path] if os.path.isdir(path)
+                                                    else ["prune"]))
             except git.GitError as e:  # git's own refusal: the worktree stays, and why
-                kept.append((a["worktree"], str(e)))
+                kept.append((path, str(e)))
+                continue
+            if a["branch_created"]:
+                try:
+                    git.run(plan["repo"], "branch", "-d", a["branch"])
+                except git.GitError as e:
+                    kept.append((f"branch {a['branch']}", str(e)))
     with store.tx(conn):
         conn.execute("UPDATE teams SET status = 'down', ended = ? WHERE session = ?",
                      (clock.now(), session))
@@ -403,13 +463,22 @@ def down(conn, session, keep_worktrees=False):
 
 def _keep(plan, agent):
     """Why AGENT's worktree must stay, or None: uncommitted changes, commits not on
-    the base, or it was there before the team."""
+    the base (read in the repository, as up read it), it was there before the
+    team, or git cannot tell (then it stays, and git's reason says why)."""
     path = agent["worktree"]
     if not os.path.isdir(path):
-        return None if not agent["created"] else "gone already"
-    if git.dirty(path):
-        return "uncommitted changes"
-    ahead = git.out(path, "rev-list", "--count", f"{plan['base']}..HEAD")
+        return None
+    try:
+        if os.path.realpath(git.out(path, "rev-parse", "--show-toplevel")) != \
+                os.path.realpath(path):
+            return "not a worktree any more"
+        if git.dirty(path):
+            return "uncommitted changes"
+        base = git.out(plan["repo"], "rev-parse", "--verify", f"{plan['base']}^{{commit}}")
+        head = git.out(path, "rev-parse", "--verify", "HEAD")
+        ahead = git.out(plan["repo"], "rev-list", "--count", f"{base}..{head}")
+    except git.GitError as e:
+        return f"cannot tell whether it holds work ({e})"
     if ahead != "0":
         return f"{ahead} commit{'s' if ahead != '1' else ''} not on {plan['base']}"
     if not agent["created"]:

@@ -185,6 +185,14 @@ def map_target(conn, path, target, server):
     return top
 
 
+def target_of(conn, path):
+    """(target, server) the worktree at PATH is mapped to, or None."""
+    top = os.path.realpath(path)
+    row = conn.execute("SELECT target, server FROM sync_targets WHERE worktree = ?",
+                       (top,)).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def unmap_target(conn, path):
     try:
         top = worktree_top(path)
