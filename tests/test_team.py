@@ -46,6 +46,13 @@ def edit(path, old, new):
         f.write(text.replace(old, new))
 
 
+def commit_work(worktree):
+    """An agent's commit in WORKTREE: work its branch has and the base has not."""
+    write(os.path.join(worktree, "f.txt"), "work\n")
+    git(worktree, "add", "f.txt")
+    git(worktree, "commit", "-q", "-m", "work")
+
+
 def sessions(tmux):
     return sorted(tmux("list-sessions", "-F", "#{session_name}", check=False).split())
 
@@ -420,9 +427,7 @@ def test_down_keeps_what_it_cannot_judge_and_work_not_on_the_base(tmp_path, tmux
     edit(path, 'base = "main"', 'base = "integ"')
     session = run("orch-team", "up", path).stdout.strip()
     ahead = str(tmp_path / "repo" / "myapp-ahead")
-    write(os.path.join(ahead, "f.txt"), "work\n")
-    git(ahead, "add", "f.txt")
-    git(ahead, "commit", "-q", "-m", "work")
+    commit_work(ahead)
     git(repo.main, "branch", "-D", "integ")           # the base is gone
     r = run("orch-team", "down", session)
     assert r.returncode == 0, r.stderr
@@ -438,9 +443,7 @@ def test_a_base_named_relative_to_head_is_read_in_the_repository(tmp_path, tmux,
     edit(path, 'base = "main"', 'base = "HEAD"')
     session = run("orch-team", "up", path).stdout.strip()
     ahead = str(tmp_path / "repo" / "myapp-ahead")
-    write(os.path.join(ahead, "f.txt"), "work\n")
-    git(ahead, "add", "f.txt")
-    git(ahead, "commit", "-q", "-m", "work")
+    commit_work(ahead)
     r = run("orch-team", "down", session)
     assert r.returncode == 0
     assert r.stderr == f"orch-team: kept {ahead}: 1 commit not on HEAD\n"
