@@ -259,7 +259,7 @@ def cmd_status(args):
                         "healthy": healthy})
     else:
         print("daemon: " + (f"running, pid {holder['pid']}" if holder else "not running"))
-        print(f"last pass: {clock.local(float(last)) if last else 'never'}")
+        print(f"last daemon pass: {clock.local(float(last)) if last else 'never'}")
         print(f"pending: {pending}")
         print(f"overdue: {len(late)}" + (f" ({', '.join(str(t['id']) for t in late)})"
                                          if late else ""))

@@ -1,7 +1,7 @@
 """orch-team: bring an agent team up from a team file, and take it down again.
 
 Usage:
-  orch-team up [--dry-run | --json] TEAMFILE
+  orch-team up [--dry-run | --json] [--] TEAMFILE
   orch-team down [--keep-worktrees] SESSION
   orch-team ls [--json | --porcelain]
   orch-team -h | --help
