@@ -210,16 +210,19 @@ def _worktree_on(repo, path):
 
 
 def running(conn, file=None, session=None):
-    """The running teams (of FILE, or SESSION) as their records (dicts)."""
+    """The running teams (of FILE, or SESSION) as their records (dicts).  A team
+    whose tmux server gives no clear answer counts as running, with 'unknown'
+    set: its worktrees are never taken, and up does not start it twice."""
     rows = conn.execute("SELECT * FROM teams WHERE status = 'up' ORDER BY created").fetchall()
     servers, out = {}, []
     for row in rows:
         if file is not None and row["file"] != file or session not in (None, row["session"]):
             continue
         if row["server"] not in servers:
-            servers[row["server"]] = orchestrations.sessions_on(row["server"]) or set()
-        if row["session"] in servers[row["server"]]:
-            out.append(dict(row, plan=json.loads(row["plan"])))
+            servers[row["server"]] = orchestrations.sessions_on(row["server"])
+        names = servers[row["server"]]
+        if names is None or row["session"] in names:
+            out.append(dict(row, plan=json.loads(row["plan"]), unknown=names is None))
     return out
 
 
@@ -246,6 +249,9 @@ def up(conn, team, server):
     """Bring TEAM up on tmux SERVER; return (its record as a dict, created now)."""
     with locks.held(f"orch-team.{orchestrations.slug(team.project)}"):
         found = running(conn, file=team.file)
+        if found and found[0]["unknown"]:
+            raise OrchError(f"tmux on {found[0]['server']} does not answer: cannot tell whether "
+                            f"team {found[0]['session']} is running", UNAVAILABLE)
         if found:
             return found[0], False
         repo = check(team)
