@@ -246,3 +246,38 @@ def test_a_check_in_whose_runner_dies_every_time_fails_after_its_retries(tmux, r
     assert t["reason"] == "gave up: the runner died 3 times while delivering it"
     assert [a["outcome"] for a in t["log"]] == ["expired", "expired", "expired", "failed"]
     assert agent.received() == b""
+
+
+def test_a_daemon_waits_rather_than_spins_on_a_pane_another_runner_holds(tmux, run):
+    # Due work it cannot take (the pane is another runner's) leaves the next
+    # wake-up in the past: the daemon must look again shortly, not at once.
+    sys.path.insert(0, LIB)
+    from orch import deliver, locks
+    agent = tmux.agent("taken", "w")
+    pane = tmux("display-message", "-p", "-t", agent.target_exact(), "#{pane_id}").strip()
+    fd = locks.open_lock(deliver.pane_lock_name(os.environ["ORCH_TMUX_SOCKET"], pane))
+    assert locks.acquire(fd, blocking=False)
+    add(run, agent.target, "after the other runner")
+    proc = subprocess.Popen(["orch-sched", "daemon"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def passes_made():
+            r = run("orch-sched", "status", "--json")
+            return r.returncode in (0, 1) and json.loads(r.stdout)["last_pass"]
+        wait_until(passes_made, what="the daemon's first pass")
+
+        def cpu():
+            with open(f"/proc/{proc.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        before, start = cpu(), time.monotonic()
+        time.sleep(3)  # the window measured: what the daemon does while the pane is taken
+        used = cpu() - before
+        assert used < 0.3 * (time.monotonic() - start), f"{used:.2f} s of CPU in 3 s"
+        assert agent.received() == b""
+        os.close(fd)  # the other runner is done
+        assert agent.wait_received(b"after the other runner\r") == b"after the other runner\r"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and err == ""

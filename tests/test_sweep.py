@@ -227,3 +227,29 @@ def test_a_holder_record_others_can_change_is_refused(run, tmp_path):
     finally:
         holder.terminate()
         holder.wait(timeout=10)
+
+
+def test_a_spool_that_fails_still_lets_a_note_left_in_an_input_get_its_enter(tmux):
+    """A dead runner pasted a note and never pressed Enter; this pass's spool then
+    fails for another pane's note.  The note in the input needs no spool: it gets
+    its Enter, while the other check-in is put back."""
+    from orch import deliver
+    left = tmux.agent("spl", "left", layout="claude")
+    other = tmux.agent("spl", "other", layout="claude")
+    server = os.environ["ORCH_TMUX_SOCKET"]
+    conn = store.connect()
+    stuck = tasks.add(conn, left.target, server, "pasted before the crash", T0)
+    waiting = tasks.add(conn, other.target, server, "for the other pane", T0)
+    claimed, _ = tasks.claim(conn, server, left.target, now=T0)  # the runner that died
+    tasks.typing(conn, [claimed], now=T0)
+    tmux("send-keys", "-t", left.target_exact(), "-l", "pasted before the crash")
+    left.wait_screen("❯\u00a0pasted before the crash")
+    one = deliver.Pass()
+    os.rmdir(one.spool)
+    with pytest.raises(OrchError) as failed:
+        one.run()
+    assert failed.value.status == 74
+    assert [a["outcome"] for a in tasks.attempts(conn, waiting)] == ["released"]
+    assert left.received() == b"pasted before the crash\r"
+    assert [a["outcome"] for a in tasks.attempts(conn, stuck)] == ["expired", "delivered"]
+    assert other.received() == b""

@@ -46,6 +46,7 @@ from . import clock, locks, paths, procs, store, tasks, tmux
 from .errors import OrchError
 
 MAX_SLEEP = 60.0  # bound a daemon's sleep: wall-clock jumps and suspend are not seen otherwise
+BUSY_RETRY_S = 1.0  # a daemon pass that found due work it could not take waits this long
 CONFIRM_AT = (0.15, 0.35, 0.6, 1.0, 1.5, 2.0)  # looks after the Enter, in seconds from it
 CONFIRM_AGAIN_S = 0.5  # a note still in the input this long after its Enter gets another
 LOOK_SLACK_S = 0.02  # looks due this close together are taken with one tmux call
@@ -208,10 +209,13 @@ class Pass:
         try:
             pasted = tmux.paste_all(server, notes, self.spool) if notes else set()
         except OrchError as e:  # the spool cannot be written (a full disk): 74
-            for w in go:  # back to the queue at once, untried
+            for w in [w for w in go if w.pane.id in notes]:  # back to the queue, untried
                 tasks.release(self.conn, w.task, str(e))
                 self._drop(server, w)
-            return e
+            go = [w for w in go if w.pane.id not in notes]  # Enter only: no spool needed
+            failure, notes, pasted = e, {}, set()
+        else:
+            failure = None
         now = time.monotonic()
         for w in go:
             note = notes.get(w.pane.id)
@@ -225,7 +229,7 @@ class Pass:
                 self._drop(server, w)
                 continue
             typed.append(w)
-        return None
+        return failure
 
     def _enter(self, server, due, watched, ready, results):
         """Press Enter in each pane of DUE: a readable one is then watched, any
@@ -406,7 +410,7 @@ def daemon_loop(daemon):
     last_prune = 0.0
     while not daemon.stopping.is_set():
         try:
-            run_pass(daemon.stopping)
+            handled = run_pass(daemon.stopping)
             store.set_meta(conn, "daemon.last_pass", clock.now())
             if time.time() - last_prune > 86400:
                 tasks.prune(conn, 30 * 86400)
@@ -419,6 +423,11 @@ def daemon_loop(daemon):
             print(f"orch-sched: internal error: {type(e).__name__}: {e}", file=sys.stderr,
                   flush=True)
             nxt = clock.now() + 5
+        else:
+            if not handled and nxt is not None and nxt <= clock.now():
+                # Due but not ours now: another runner holds the pane, or it waits
+                # behind a note put back (tasks.claim).  Look again shortly, not at once.
+                nxt = clock.now() + BUSY_RETRY_S
         timeout = MAX_SLEEP if nxt is None else min(max(nxt - clock.now(), 0), MAX_SLEEP)
         daemon.sleep(timeout)
     conn.close()
