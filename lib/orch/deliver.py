@@ -110,11 +110,13 @@ class Pass:
         self.held = {}  # pane lock fds, by (server, pane id)
         try:
             now = clock.now()
-            if not tasks.due_targets(self.conn, now) and not tasks.holds_ended(self.conn, now):
+            due = tasks.due_targets(self.conn, now)
+            if tasks.holds_ended(self.conn, now):  # (only then are the limit rules loaded)
+                from . import limits
+                limits.resume_due(self.conn, tmux.capture)
+                due = tasks.due_targets(self.conn, clock.now())  # with the resumes
+            if not due:
                 return 0
-            from . import limits
-            limits.resume_due(self.conn, tmux.capture)
-            due = tasks.due_targets(self.conn, clock.now())
             for server in sorted({row["server"] for row in due}):
                 found = tmux.resolve_all(server, [r["target"] for r in due
                                                   if r["server"] == server])
@@ -241,7 +243,7 @@ class Pass:
                 results.append((w.task, "retry", f"can't find pane: {w.pane.id}", w.pane.id))
                 self._drop(server, w)
             elif w.readable:
-                w.entered, w.looks, w.again, w.held = now, 0, False, False
+                w.entered, w.looks, w.again, w.in_input = now, 0, False, False
                 watched.append(w)
             else:
                 results.append(w.outcome("sent", None))
@@ -271,8 +273,8 @@ class Pass:
             seen = panes.classify(w.pane.screen or "", clock.now(), cursor=w.pane.cursor)
             # Busy first: aider and the REPLs leave a submitted line looking like an
             # input that holds it, and only their status (or cursor) says otherwise.
-            w.held = seen.state != "busy" and panes.holds(seen, w.task["note"])
-            if w.held:
+            w.in_input = seen.state != "busy" and panes.holds(seen, w.task["note"])
+            if w.in_input:
                 if at >= CONFIRM_AGAIN_S and not w.again:
                     again.append(w.pane.id)
                     w.again = True
@@ -283,7 +285,7 @@ class Pass:
                 continue
             if w.looks < len(CONFIRM_AT):
                 watched.append(w)
-            elif w.held:
+            elif w.in_input:
                 results.append(w.outcome("unsubmitted", "the note is still in the input "
                                          "after a second Enter; the next attempt presses "
                                          "Enter only"))
@@ -378,7 +380,7 @@ class _Work:
     """One pane of a pass: its claimed task and where its note stands."""
 
     __slots__ = ("pane", "targets", "task", "action", "readable", "enter_at", "entered",
-                 "looks", "again", "held")
+                 "looks", "again", "in_input")
 
     def __init__(self, pane, targets):
         self.pane, self.targets = pane, targets

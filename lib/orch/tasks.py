@@ -531,10 +531,11 @@ def _finish(conn, task, outcome, detail, pane, now):
 
 
 def _keep_place(conn, task, until):
-    """TASK waits until UNTIL (deferred, held, retried): the check-ins of its target
-    that were due after it wait as long, just behind it in the order they were due,
-    so that a pane's notes go in in order and a note put back is never overtaken
-    by a later one.  (An index range over the target's check-ins due by UNTIL;
+    """TASK waits until UNTIL (deferred, held, retried): the check-ins stored for its
+    target (that name, that server) and due after it wait as long, just behind it
+    in the order they were due, so that a note put back is not overtaken by them.
+    (One added later, or stored under another name of the pane, is not held back:
+    orch-sched(1) says so.  An index range over the target's check-ins due by UNTIL;
     each gets a microsecond per second it was due after TASK, at most one second,
     so that the claim's (not_before, id) order stays their due order.)"""
     conn.execute("UPDATE tasks SET not_before = ? + MIN(due - ?, 1e6) * 1e-6 WHERE "

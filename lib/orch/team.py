@@ -41,8 +41,12 @@ SHELL_WORDS = {".", ":", "[", "!", "{", "(", "builtin", "case", "cd", "command",
 
 
 class Agent:
-    def __init__(self, name, command, branch, worktree):
-        self.name, self.command, self.branch, self.worktree = name, command, branch, worktree
+    """An agent of the team file; WORKTREE is known once check() has found where
+    worktrees go (the directory named SLOT there)."""
+
+    def __init__(self, name, command, branch, slot):
+        self.name, self.command, self.branch, self.slot = name, command, branch, slot
+        self.worktree = None
 
 
 class Team:
@@ -116,7 +120,9 @@ def load(path):
         if not isinstance(window, str) or window not in names:
             raise OrchError(f"{path}: {at}target: {window!r} is not a window of this team "
                             f"(want one of {', '.join(sorted(names))})", DATAERR)
-        key = c.get("key") if isinstance(c.get("key"), str) else f"#{i}"
+        key = c.get("key", f"#{i}")  # (#N: its position, from 0)
+        if not isinstance(key, str):
+            raise OrchError(f"{path}: {at}key: must be a string", DATAERR)
         if key in keys:
             raise OrchError(f"{path}: {at}key: {key!r} is taken by another check-in", DATAERR)
         keys.add(key)
@@ -126,8 +132,9 @@ def load(path):
                        check=True)
         except OrchError as e:
             raise OrchError(f"{path}: checkin[{i}]: {e}", DATAERR) from None
+        c = dict(c, key=key)
         if "every" in c and not ("in" in c or "at" in c):
-            c = dict(c, **{"in": c["every"]})  # the first one period after the team starts
+            c["in"] = c["every"]  # the first one period after the team starts
         checkins.append(c)
     return Team(file, project, repo, base, worktrees, orchestrator, agents, checkins)
 
@@ -165,8 +172,8 @@ def check(team):
     if repo.bare:
         raise OrchError(f"{team.repo} is a bare repository: name a worktree of it", DATAERR)
     where = team.worktrees or os.path.dirname(repo.top)
-    for a in team.agents:  # (check may run twice: the name is the last part either way)
-        a.worktree = os.path.join(where, os.path.basename(a.worktree))
+    for a in team.agents:
+        a.worktree = os.path.join(where, a.slot)
     if not _commit(repo.top, team.base):
         raise OrchError(f"base {team.base!r} is not a commit in {team.repo}", DATAERR)
     for a in team.agents:
@@ -335,10 +342,8 @@ def _up(conn, team, server, repo, undo, inherited):
             else predict.unmap_target(conn, path)))
     now = clock.now()
     account = os.environ.get("ORCH_ACCOUNT") or "default"
-    items = [tasks.item(dict(c, target=f"{session}:{c['target']}",
-                             key=f"{session}:{c.get('key') or f'#{i}'}"), server, now,
-                        account)
-             for i, c in enumerate(team.checkins)]
+    items = [tasks.item(dict(c, target=f"{session}:{c['target']}", key=f"{session}:{c['key']}"),
+                        server, now, account) for c in team.checkins]
     plan["checkins"] = tasks.add_many(conn, items) if items else []
     undo.append(lambda: tasks.cancel(conn, plan["checkins"]))
     with store.tx(conn):
@@ -434,7 +439,7 @@ def down(conn, session, keep_worktrees=False):
     if row is None:
         raise OrchError(f"no team {session!r} (orch-team ls lists them)", NO)
     plan = json.loads(row["plan"])
-    tasks.cancel(conn, plan["checkins"] + tasks.keyed(conn, f"{session}:"))
+    tasks.cancel(conn, tasks.keyed(conn, f"{session}:"))  # every key of the team's
     others = _in_use(conn, but=session)  # a later team of this file may use them now
     for a in plan["agents"]:
         if os.path.realpath(a["worktree"]) not in others:
