@@ -70,6 +70,12 @@ def test_a_note_put_back_is_never_overtaken_by_a_later_one(tmux, run):
     second = add(run, "--in", "1s", agent.target, "second note", t=T0)
     run_pass(run, T0 + 1)
     assert outcomes(run, first) == ["deferred"] and outcomes(run, second) == []
+    # Past their grace, both wait on the pane: neither is called overdue.
+    r = run("orch-sched", "status", "--json", env={"ORCH_NOW": str(T0 + 700)})
+    got = json.loads(r.stdout)
+    assert (r.returncode, got["overdue"], got["waiting"]) == (1, 0, 2)
+    assert show(run, second)["reason"] == \
+        f'behind check-in {first}: text in the input ("❯ my draft")'
     tmux("send-keys", "-t", agent.target_exact(), "C-u")
     wait_until(lambda: "my draft" not in agent.screen(), what="the draft cleared")
     run_pass(run, T0 + 4)

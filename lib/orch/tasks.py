@@ -530,19 +530,27 @@ def _finish(conn, task, outcome, detail, pane, now):
     return "pending"
 
 
-def _keep_place(conn, task, until):
+def _keep_place(conn, task, until, state=None, detail=None, now=None):
     """TASK waits until UNTIL (deferred, held, retried): the check-ins stored for its
     target (that name, that server) and due after it wait as long, just behind it
     in the order they were due, so that a note put back is not overtaken by them.
     (One added later, or stored under another name of the pane, is not held back:
     orch-sched(1) says so.  An index range over the target's check-ins due by UNTIL;
     each gets a microsecond per second it was due after TASK, at most one second,
-    so that the claim's (not_before, id) order stays their due order.)"""
-    conn.execute("UPDATE tasks SET not_before = ? + MIN(due - ?, 1e6) * 1e-6 WHERE "
-                 "target = ? AND server = ? AND status = 'pending' AND not_before < ? AND "
-                 "id != ? AND (due > ? OR (due = ? AND id > ?))",
-                 (until, task["due"], task["target"], task["server"], until, task["id"],
-                  task["due"], task["due"], task["id"]))
+    so that the claim's (not_before, id) order stays their due order.)
+
+    For a deferral (STATE: the pane's state, DETAIL: what showed it) they are
+    deferred too, with the reason that they wait behind TASK: `status` then counts
+    them as waiting on the pane, not as overdue."""
+    deferral = ("" if state is None else ", deferred = :state, reason = :reason, "
+                "deferred_since = COALESCE(deferred_since, :now)")
+    conn.execute(f"UPDATE tasks SET not_before = :until + MIN(due - :due, 1e6) * 1e-6{deferral} "
+                 "WHERE target = :target AND server = :server AND status = 'pending' AND "
+                 "not_before < :until AND id != :id AND (due > :due OR (due = :due AND "
+                 "id > :id))",
+                 {"until": until, "due": task["due"], "target": task["target"],
+                  "server": task["server"], "id": task["id"], "state": state,
+                  "reason": f"behind check-in {task['id']}: {detail}", "now": now})
 
 
 def _give_up(conn, task, now, pane, reason, whole_task=False):
@@ -616,7 +624,7 @@ def defer(conn, task, state, detail, pane=None, now=None):
                      "reason = ?, deferred = ?, deferred_since = ?, picked = (attempts > 0), "
                      "updated = ? WHERE id = ?",
                      (until, detail, state, since, now, task["id"]))
-        _keep_place(conn, task, until)
+        _keep_place(conn, task, until, state, detail, now)
         if row["deferred"] != state:
             _log(conn, task, now, pane, "deferred", detail)
     return until
